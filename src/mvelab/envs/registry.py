@@ -1,0 +1,94 @@
+"""Environment registry: names, allowed options, and ``make``."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Callable
+
+from mvelab.errors import ConfigError, check_choice
+
+
+@dataclasses.dataclass(frozen=True)
+class EnvSpec:
+  """How to build one named environment.
+
+  Attributes:
+    name: registry name.
+    family: ``"classic"`` (pure JAX) or ``"brax"``.
+    factory: ``factory(**options) -> Env``; imported lazily.
+    options: allowed keyword options and their defaults.
+    backends: physics backends allowed for the ``backend`` option (classic: ``("jax",)``).
+  """
+
+  name: str
+  family: str
+  factory: Callable
+  options: dict
+  backends: tuple
+
+
+def _classic(cls_name):
+  def factory(**options):
+    from mvelab.envs import classic
+    return getattr(classic, cls_name)(**options)
+  return factory
+
+
+def _brax(brax_name):
+  def factory(**options):
+    from mvelab.envs import brax_env
+    return brax_env.BraxEnv(brax_name, **options)
+  return factory
+
+
+BRAX_BACKENDS = ("spring", "positional", "generalized", "mjx")
+DEFAULT_BRAX_BACKEND = "spring"  # fastest on CPU (measurements.md §2)
+
+ENVS: dict[str, EnvSpec] = {}
+
+
+def _register(spec: EnvSpec) -> None:
+  ENVS[spec.name] = spec
+
+
+_register(EnvSpec("pendulum", "classic", _classic("Pendulum"),
+                  dict(action_repeat=1, episode_length=200), ("jax",)))
+_register(EnvSpec("cartpole_swingup", "classic", _classic("CartpoleSwingup"),
+                  dict(action_repeat=1, episode_length=500), ("jax",)))
+for _name in ("inverted_pendulum", "inverted_double_pendulum", "hopper", "walker2d",
+              "halfcheetah", "ant"):
+  _register(EnvSpec(_name, "brax", _brax(_name),
+                    dict(backend=DEFAULT_BRAX_BACKEND, action_repeat=1, episode_length=1000),
+                    BRAX_BACKENDS))
+
+
+def validate(name: str, **options) -> dict:
+  """Checks a name and options; returns the full option dict with defaults filled in."""
+  check_choice("env", name, ENVS)
+  spec = ENVS[name]
+  for key in options:
+    if key not in spec.options:
+      raise ConfigError(
+          f"env option {key!r} is not known for {name}; allowed: {', '.join(spec.options)}")
+  resolved = {**spec.options, **{k: v for k, v in options.items() if v is not None}}
+  if "backend" in resolved:
+    check_choice("backend", resolved["backend"], spec.backends)
+  for key in ("action_repeat", "episode_length"):
+    value = resolved[key]
+    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+      raise ConfigError(f"{key}: must be a positive integer, got {value!r}")
+  return resolved
+
+
+def make(name: str, **options):
+  """Builds environment ``name`` with ``options`` (see ``list_envs``).
+
+  Raises:
+    ConfigError (a ValueError): unknown name or option, or a bad option value.
+  """
+  resolved = validate(name, **options)
+  return ENVS[name].factory(**resolved)
+
+
+def list_envs() -> list[EnvSpec]:
+  return list(ENVS.values())
