@@ -8,7 +8,10 @@ exactly. Subclasses implement four primitives; this base class builds the agent-
 
 Conventions
 -----------
-* Actions are in ``[-1, 1]^action_size`` on the agent side; environments rescale.
+* Actions are in ``[-1, 1]^action_size`` on the agent side; each subclass clips, casts to
+  float32 and rescales them in ``step_sim``.
+* Auto-reset draws the reset state on every step and selects it where the episode ended
+  (a ``where``, so the program has no data-dependent branch and vmaps cleanly).
 * ``terminated`` is a true end of the task (bootstrapping must stop); ``truncated`` is the
   time limit (bootstrapping must continue). They are never both true.
 * ``action_repeat`` is folded into one agent step by each subclass (documented there);
@@ -183,6 +186,6 @@ class Env(abc.ABC):
     bad = (shape != (self.action_size,)) if not batched else (
         not shape or shape[-1] != self.action_size)
     if bad:
+      want = f"[..., {self.action_size}]" if batched else f"[{self.action_size}]"
       raise ConfigError(
-          f"action: {self.name} expects actions of shape [..., {self.action_size}], "
-          f"got shape {list(shape)}")
+          f"action: {self.name} expects actions of shape {want}, got shape {list(shape)}")

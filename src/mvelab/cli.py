@@ -1,0 +1,128 @@
+"""The ``mvelab`` command line.
+
+Subcommands: ``envs`` (list environments), ``demo`` (step every environment and check the
+oracle round-trip), ``train`` (SAC runs). Bad input prints one message naming the option
+and what is allowed, and exits with code 2.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import sys
+from typing import Annotated, Optional
+
+import tyro
+
+from mvelab.config import Config
+
+USAGE = """usage: mvelab <command> [options]
+
+commands:
+  envs     list the environments with observation/action sizes and backends
+  demo     step every environment, check the oracle round-trip, print a table
+  train    train SAC for one or more seeds and write a run directory
+
+Run `mvelab <command> --help` for the options of a command.
+"""
+
+
+def _fail(msg: str) -> int:
+  print(f"mvelab: error: {msg}", file=sys.stderr)
+  return 2
+
+
+def cmd_envs(argv) -> int:
+  import argparse
+  parser = argparse.ArgumentParser(prog="mvelab envs",
+                                   description="List the environments.")
+  parser.parse_args(argv)
+  from mvelab import envs
+  rows = []
+  for spec in envs.list_envs():
+    env = envs.make(spec.name)
+    rows.append((spec.name, spec.family, env.obs_size, env.action_size,
+                 env.episode_length, env.backend, "/".join(spec.backends)))
+  header = ("env", "family", "obs", "act", "episode", "default backend", "backends")
+  _print_table(header, rows)
+  return 0
+
+
+def _print_table(header, rows):
+  widths = [max(len(str(x)) for x in col) for col in zip(header, *rows)]
+  fmt = "  ".join(f"{{:<{w}}}" for w in widths)
+  print(fmt.format(*header))
+  print(fmt.format(*("-" * w for w in widths)))
+  for r in rows:
+    print(fmt.format(*map(str, r)))
+
+
+def cmd_demo(argv) -> int:
+  import argparse
+  parser = argparse.ArgumentParser(
+      prog="mvelab demo",
+      description="Step every environment in a batch and check that restoring the stored "
+      "simulator state and stepping the stored action reproduces the stored next "
+      "observation and reward (the oracle round-trip).")
+  parser.add_argument("--envs", nargs="*", default=None, help="environments (default: all)")
+  parser.add_argument("--batch", type=int, default=16, help="environments per batch")
+  parser.add_argument("--steps", type=int, default=20, help="random steps per environment")
+  args = parser.parse_args(argv)
+  from mvelab import demo
+  return demo.run(args.envs, args.batch, args.steps)
+
+
+@dataclasses.dataclass
+class TrainArgs:
+  """Train SAC on one environment for one or more seeds (vmapped in one program)."""
+
+  config: Annotated[Config, tyro.conf.OmitArgPrefixes]
+  out: Optional[str] = None
+  """Run directory to write (default: runs/<env>-<preset>-seed<seed>)."""
+  overwrite: bool = False
+  """Replace a non-empty run directory."""
+  workers: Optional[int] = None
+  """Worker processes to spread seeds over (default: one per core, at most one per seed)."""
+  tensorboard: bool = False
+  """Also write TensorBoard event files under <out>/tb/."""
+  quiet: bool = False
+  """Do not print progress."""
+
+
+def cmd_train(argv) -> int:
+  args = tyro.cli(TrainArgs, args=argv, prog="mvelab train")
+  from mvelab import runner
+  cfg = args.config
+  out = args.out or os.path.join("runs", f"{cfg.env}-{cfg.preset}-seed{cfg.seed}")
+  result = runner.train(cfg, out_dir=out, overwrite=args.overwrite, workers=args.workers,
+                        progress=not args.quiet, tensorboard=args.tensorboard)
+  print(f"run directory: {out}")
+  return 1 if any(r["nonfinite"] for r in result.rows) else 0
+
+
+COMMANDS = {"envs": cmd_envs, "demo": cmd_demo, "train": cmd_train}
+
+
+def main(argv=None) -> int:
+  argv = list(sys.argv[1:] if argv is None else argv)
+  if not argv or argv[0] in ("-h", "--help", "help"):
+    print(USAGE)
+    return 0
+  if argv[0] in ("-V", "--version"):
+    from mvelab import __version__
+    print(f"mvelab {__version__}")
+    return 0
+  cmd = argv[0]
+  if cmd not in COMMANDS:
+    return _fail(f"unknown command {cmd!r}; allowed: {', '.join(COMMANDS)}")
+  from mvelab.errors import ConfigError
+  try:
+    return COMMANDS[cmd](argv[1:])
+  except ConfigError as e:
+    return _fail(str(e))
+  except KeyboardInterrupt:
+    return 130
+
+
+if __name__ == "__main__":
+  sys.exit(main())

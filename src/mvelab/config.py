@@ -1,0 +1,226 @@
+"""Run configuration: one frozen dataclass, two presets, validation.
+
+Every field left at ``None`` is filled in by ``resolve`` from the chosen preset (and, for
+the ``paper`` preset, from the reference paper's per-environment table). The resolved
+config is what a run directory records.
+
+Static fields (they change array shapes or program structure and therefore define a
+compilation): env, backend, action_repeat, episode_length, num_envs, batch_size,
+hidden_sizes, replay_capacity, updates_per_step, eval_episodes, eval_every, warmup_steps,
+std_param, alpha_param, eval_deterministic. Scalar hyperparameters (learning rates, gamma,
+tau, target entropy, initial alpha) are carried as traced arrays inside the training
+state.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+from typing import Annotated, Literal, Optional
+
+import tyro
+
+from mvelab.errors import ConfigError, check_choice
+
+PRESETS = ("default", "paper")
+
+
+@dataclasses.dataclass(frozen=True)
+class Config:
+  """Everything that defines a training run.
+
+  Fields set to None take the preset's value (see ``resolve`` and docs/sac.md).
+  """
+
+  # --- environment -------------------------------------------------------------------
+  env: str = "pendulum"
+  """Environment name (see `mvelab envs`)."""
+  backend: Optional[str] = None
+  """Physics backend of Brax environments: spring, positional, generalized or mjx."""
+  action_repeat: Optional[int] = None
+  """Physics steps per agent step."""
+  episode_length: Optional[int] = None
+  """Time limit in agent steps (ends episodes with truncated=True)."""
+
+  # --- run ----------------------------------------------------------------------------
+  preset: Literal["default", "paper"] = "default"
+  """Hyperparameter preset: 'default' (modern SAC) or 'paper' (the reference paper)."""
+  seed: int = 0
+  """Base seed; seed k of a run uses seed + k."""
+  num_seeds: Annotated[int, tyro.conf.arg(aliases=("--seeds",))] = 1
+  """Number of seeds trained (vmapped in one program per worker)."""
+  total_steps: Annotated[Optional[int], tyro.conf.arg(aliases=("--steps",))] = None
+  """Environment steps including the warm-up (rounded up to warm-up + k * eval_every)."""
+  eval_every: Optional[int] = None
+  """Environment steps between evaluations."""
+  eval_episodes: Optional[int] = None
+  """Evaluation episodes per evaluation (fixed initial states)."""
+  eval_deterministic: Optional[bool] = None
+  """Evaluate the mean action (True) or the stochastic policy (False)."""
+
+  # --- SAC ----------------------------------------------------------------------------
+  num_envs: Optional[int] = None
+  """Parallel environments stepped per iteration."""
+  warmup_steps: Optional[int] = None
+  """Environment steps with uniform random actions before learning starts."""
+  replay_capacity: Optional[int] = None
+  """Replay buffer capacity in transitions."""
+  batch_size: Optional[int] = None
+  """Minibatch size per gradient update."""
+  updates_per_step: Optional[int] = None
+  """Gradient updates per collected transition (UTD ratio)."""
+  hidden_sizes: Optional[tuple[int, ...]] = None
+  """Hidden layer widths of actor and critics."""
+  actor_lr: Optional[float] = None
+  """Adam learning rate of the actor."""
+  critic_lr: Optional[float] = None
+  """Adam learning rate of the critics."""
+  alpha_lr: Optional[float] = None
+  """Adam learning rate of the temperature."""
+  gamma: Optional[float] = None
+  """Discount factor."""
+  tau: Optional[float] = None
+  """Polyak rate of the target critics."""
+  init_alpha: Optional[float] = None
+  """Initial temperature."""
+  target_entropy_per_dim: Optional[float] = None
+  """Target entropy divided by the action size (default -1, paper -0.5)."""
+  alpha_param: Optional[Literal["log_alpha", "alpha"]] = None
+  """Temperature loss: 'log_alpha' (p*e) or 'alpha' (exp(p)*e, the paper's)."""
+  std_param: Optional[Literal["log_std", "softplus"]] = None
+  """Policy std: 'log_std' (tanh-squashed to [-5, 2]) or 'softplus' (+0.001, the paper's)."""
+  bias_init: Optional[float] = None
+  """Initial value of all network biases (paper: 0.1)."""
+
+  def to_dict(self) -> dict:
+    d = dataclasses.asdict(self)
+    if d["hidden_sizes"] is not None:
+      d["hidden_sizes"] = list(d["hidden_sizes"])
+    return d
+
+  @classmethod
+  def from_dict(cls, d: dict) -> "Config":
+    d = dict(d)
+    unknown = set(d) - {f.name for f in dataclasses.fields(cls)}
+    if unknown:
+      raise ConfigError(f"config: unknown field(s) {sorted(unknown)}")
+    if d.get("hidden_sizes") is not None:
+      d["hidden_sizes"] = tuple(d["hidden_sizes"])
+    return cls(**d)
+
+  def to_json(self) -> str:
+    return json.dumps(self.to_dict(), indent=2, sort_keys=True)
+
+
+# Modern SAC (CleanRL / SB3 style), tuned to be quick on small CPU problems.
+_DEFAULT = dict(
+    total_steps=20_000, eval_every=1000, eval_episodes=10, eval_deterministic=True,
+    num_envs=1, warmup_steps=1000, replay_capacity=100_000, batch_size=256,
+    updates_per_step=1, hidden_sizes=(256, 256), actor_lr=3e-4, critic_lr=3e-4,
+    alpha_lr=3e-4, gamma=0.99, tau=0.005, init_alpha=1.0, target_entropy_per_dim=-1.0,
+    alpha_param="log_alpha", std_param="log_std", bias_init=0.0)
+
+# The reference paper's settings (paper-and-official-code.md §4, §5, §10, §14).
+_PAPER = dict(
+    total_steps=100_000, eval_every=1000, eval_episodes=128, eval_deterministic=False,
+    num_envs=1, warmup_steps=512, replay_capacity=2**20, batch_size=256,
+    updates_per_step=1, hidden_sizes=(256, 256), actor_lr=3e-4, critic_lr=3e-4,
+    alpha_lr=5e-5, gamma=0.99, tau=0.005, init_alpha=1.0, target_entropy_per_dim=-0.5,
+    alpha_param="alpha", std_param="softplus", bias_init=0.1)
+
+_LOCOMOTION = dict(total_steps=1_000_000, num_envs=128, warmup_steps=65_536,
+                   eval_every=4992, action_repeat=2, episode_length=500)
+_PAPER_ENV = {
+    "inverted_pendulum": dict(total_steps=10_000, eval_every=100, action_repeat=4,
+                              episode_length=250, gamma=0.95),
+    "cartpole_swingup": dict(total_steps=100_000, eval_every=1000, episode_length=500),
+    "hopper": dict(_LOCOMOTION),
+    "walker2d": dict(_LOCOMOTION),
+    "halfcheetah": dict(_LOCOMOTION, action_repeat=1, episode_length=1000, gamma=0.95,
+                        batch_size=512),
+}
+
+
+def resolve(cfg: Config) -> Config:
+  """Fills every None field from the preset and validates the result.
+
+  Raises:
+    ConfigError: a field is out of range or inconsistent (the message names it).
+  """
+  from mvelab import envs
+  check_choice("preset", cfg.preset, PRESETS)
+  check_choice("env", cfg.env, envs.ENVS)
+  base = dict(_DEFAULT if cfg.preset == "default" else _PAPER)
+  if cfg.preset == "paper":
+    base.update(_PAPER_ENV.get(cfg.env, {}))
+  values = {}
+  for f in dataclasses.fields(cfg):
+    v = getattr(cfg, f.name)
+    values[f.name] = base.get(f.name) if v is None else v
+  spec = envs.ENVS[cfg.env]
+  env_opts = envs.registry.validate(
+      cfg.env, **{k: values[k] for k in ("backend", "action_repeat", "episode_length")
+                  if k in spec.options or getattr(cfg, k) is not None})
+  for k in ("backend", "action_repeat", "episode_length"):
+    values[k] = env_opts.get(k)
+  if values["hidden_sizes"] is not None:
+    values["hidden_sizes"] = tuple(values["hidden_sizes"])
+  out = Config(**values)
+  validate(out)
+  return out
+
+
+def _pos_int(name, v):
+  if isinstance(v, bool) or not isinstance(v, int) or v <= 0:
+    raise ConfigError(f"{name}: must be a positive integer, got {v!r}")
+
+
+def _pos_float(name, v):
+  if isinstance(v, bool) or not isinstance(v, (int, float)) or not (v > 0) or not math.isfinite(v):
+    raise ConfigError(f"{name}: must be a positive finite number, got {v!r}")
+
+
+def validate(cfg: Config) -> None:
+  """Checks a resolved config; raises ConfigError naming the first bad field."""
+  for name in ("num_seeds", "total_steps", "eval_every", "eval_episodes", "num_envs",
+               "replay_capacity", "batch_size", "updates_per_step"):
+    _pos_int(name, getattr(cfg, name))
+  if isinstance(cfg.seed, bool) or not isinstance(cfg.seed, int) or cfg.seed < 0:
+    raise ConfigError(f"seed: must be a non-negative integer, got {cfg.seed!r}")
+  if isinstance(cfg.warmup_steps, bool) or not isinstance(cfg.warmup_steps, int) or cfg.warmup_steps < 0:
+    raise ConfigError(f"warmup_steps: must be a non-negative integer, got {cfg.warmup_steps!r}")
+  for name in ("actor_lr", "critic_lr", "alpha_lr", "init_alpha", "tau"):
+    _pos_float(name, getattr(cfg, name))
+  if not 0.0 < cfg.gamma <= 1.0:
+    raise ConfigError(f"gamma: must be in (0, 1], got {cfg.gamma!r}")
+  if not 0.0 < cfg.tau <= 1.0:
+    raise ConfigError(f"tau: must be in (0, 1], got {cfg.tau!r}")
+  if not cfg.hidden_sizes or any(isinstance(h, bool) or not isinstance(h, int) or h <= 0
+                                 for h in cfg.hidden_sizes):
+    raise ConfigError(
+        f"hidden_sizes: must be one or more positive integers, got {cfg.hidden_sizes!r}")
+  check_choice("alpha_param", cfg.alpha_param, ("log_alpha", "alpha"))
+  check_choice("std_param", cfg.std_param, ("log_std", "softplus"))
+  if cfg.eval_every % cfg.num_envs:
+    raise ConfigError(
+        f"eval_every: must be a multiple of num_envs={cfg.num_envs}, got {cfg.eval_every}")
+  if cfg.warmup_steps % cfg.num_envs:
+    raise ConfigError(
+        f"warmup_steps: must be a multiple of num_envs={cfg.num_envs}, got {cfg.warmup_steps}")
+  if cfg.replay_capacity < cfg.num_envs:
+    raise ConfigError(
+        f"replay_capacity: must be at least num_envs={cfg.num_envs}, got {cfg.replay_capacity}")
+  if cfg.warmup_steps < cfg.batch_size and cfg.warmup_steps < cfg.total_steps:
+    # Sampling from a buffer smaller than a batch is legal (with replacement) but the
+    # first updates would see only a handful of transitions; require at least one batch.
+    raise ConfigError(
+        f"warmup_steps: must be at least batch_size={cfg.batch_size} (got {cfg.warmup_steps})")
+  if cfg.total_steps <= cfg.warmup_steps:
+    raise ConfigError(
+        f"total_steps: must exceed warmup_steps={cfg.warmup_steps}, got {cfg.total_steps}")
+
+
+def num_chunks(cfg: Config) -> int:
+  """Number of training chunks (one evaluation after each) after the warm-up."""
+  return -(-(cfg.total_steps - cfg.warmup_steps) // cfg.eval_every)

@@ -1,0 +1,94 @@
+"""Config presets, validation messages and the CLI's handling of bad input (exit code 2)."""
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+from mvelab import config as config_lib
+from mvelab.config import Config
+from mvelab.errors import ConfigError
+
+
+def test_default_preset_resolves_everything():
+  cfg = config_lib.resolve(Config(env="pendulum"))
+  assert all(v is not None for k, v in cfg.to_dict().items() if k != "backend")
+  assert cfg.target_entropy_per_dim == -1.0 and cfg.alpha_param == "log_alpha"
+  assert cfg.eval_deterministic is True
+
+
+def test_paper_preset_matches_reference_table():
+  cfg = config_lib.resolve(Config(env="inverted_pendulum", preset="paper"))
+  assert (cfg.gamma, cfg.action_repeat, cfg.episode_length) == (0.95, 4, 250)
+  assert (cfg.total_steps, cfg.warmup_steps, cfg.eval_every) == (10_000, 512, 100)
+  assert cfg.target_entropy_per_dim == -0.5 and cfg.alpha_param == "alpha"
+  assert cfg.alpha_lr == 5e-5 and cfg.bias_init == 0.1 and cfg.std_param == "softplus"
+  assert cfg.eval_deterministic is False
+  cheetah = config_lib.resolve(Config(env="halfcheetah", preset="paper"))
+  assert (cheetah.gamma, cheetah.batch_size, cheetah.num_envs) == (0.95, 512, 128)
+
+
+def test_explicit_values_override_the_preset():
+  cfg = config_lib.resolve(Config(env="inverted_pendulum", preset="paper", gamma=0.9))
+  assert cfg.gamma == 0.9
+
+
+@pytest.mark.parametrize("kwargs, needle", [
+    (dict(env="nope"), "env: unknown value 'nope'"),
+    (dict(gamma=1.5), "gamma"),
+    (dict(batch_size=0), "batch_size"),
+    (dict(hidden_sizes=(64, -1)), "hidden_sizes"),
+    (dict(total_steps=500, warmup_steps=1000), "total_steps"),
+    (dict(env="pendulum", backend="spring"), "backend"),
+    (dict(env="hopper", backend="warp"), "backend: unknown value 'warp'"),
+    (dict(num_envs=3, eval_every=1000), "eval_every"),
+])
+def test_bad_values_are_named(kwargs, needle):
+  with pytest.raises(ConfigError, match=needle):
+    config_lib.resolve(Config(**kwargs))
+
+
+def _mvelab(*args, cwd=None):
+  return subprocess.run([sys.executable, "-m", "mvelab.cli", *args], capture_output=True,
+                        text=True, cwd=cwd, timeout=300)
+
+
+@pytest.mark.parametrize("args, needle", [
+    (["train", "--env", "nope"], "nope"),
+    (["train", "--steps", "-5"], "total_steps"),
+    (["train", "--preset", "fancy"], "fancy"),
+    (["train", "--bogus", "1"], "--bogus"),
+    (["train", "--env", "hopper", "--backend", "warp"], "warp"),
+    (["frobnicate"], "unknown command 'frobnicate'"),
+])
+def test_cli_bad_input_exit_2(args, needle, tmp_path):
+  out = tmp_path / "run"
+  proc = _mvelab(*args, "--out", str(out)) if args[0] == "train" else _mvelab(*args)
+  assert proc.returncode == 2, proc.stderr
+  assert needle in proc.stderr
+  assert "Traceback" not in proc.stderr
+  assert not out.exists()  # nothing half-written
+
+
+def test_cli_refuses_non_empty_run_dir(tmp_path):
+  out = tmp_path / "run"
+  out.mkdir()
+  (out / "precious.txt").write_text("keep me")
+  proc = _mvelab("train", "--out", str(out))
+  assert proc.returncode == 2
+  assert "not empty" in proc.stderr and "--overwrite" in proc.stderr
+  assert (out / "precious.txt").read_text() == "keep me"
+
+
+def test_cli_help_and_envs():
+  proc = _mvelab("--help")
+  assert proc.returncode == 0 and "train" in proc.stdout
+  proc = _mvelab("train", "--help")
+  assert proc.returncode == 0
+  for flag in ("--env", "--seeds", "--steps", "--preset", "--overwrite", "--workers"):
+    assert flag in proc.stdout
+  proc = _mvelab("envs")
+  assert proc.returncode == 0
+  for name in ("pendulum", "cartpole_swingup", "hopper", "inverted_pendulum", "ant"):
+    assert name in proc.stdout
