@@ -92,3 +92,30 @@ def test_cli_help_and_envs():
   assert proc.returncode == 0
   for name in ("pendulum", "cartpole_swingup", "hopper", "inverted_pendulum", "ant"):
     assert name in proc.stdout
+
+
+def test_ctrl_c_keeps_completed_evaluations(tmp_path):
+  """SIGINT mid-run: exit 130, every completed evaluation readable in metrics.csv."""
+  import csv
+  import signal
+  import time
+  out = tmp_path / "run"
+  proc = subprocess.Popen(
+      [sys.executable, "-m", "mvelab.cli", "train", "--env", "pendulum", "--seeds", "2",
+       "--hidden_sizes", "16", "16", "--batch_size", "32", "--warmup_steps", "100",
+       "--eval_every", "100", "--steps", "100000", "--eval_episodes", "2",
+       "--workers", "1", "--out", str(out)],
+      stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+  metrics = out / "metrics.csv"
+  deadline = time.time() + 240
+  while time.time() < deadline:
+    if metrics.exists() and len(metrics.read_text().splitlines()) >= 5:
+      break
+    time.sleep(0.5)
+  proc.send_signal(signal.SIGINT)
+  _, err = proc.communicate(timeout=120)
+  assert proc.returncode == 130, err
+  rows = list(csv.DictReader(open(metrics)))
+  assert len(rows) >= 4 and len(rows) % 2 == 0  # whole evaluations, both seeds
+  assert all(r["eval_return"] for r in rows)
+  assert "interrupted" in err

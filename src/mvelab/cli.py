@@ -81,23 +81,59 @@ class TrainArgs:
   """Run directory to write (default: runs/<env>-<preset>-seed<seed>)."""
   overwrite: bool = False
   """Replace a non-empty run directory."""
+  resume: Optional[str] = None
+  """Continue the run in this directory from its latest complete checkpoint (its config is
+  used; options given explicitly must agree with it, except --steps which may grow)."""
   workers: Optional[int] = None
   """Worker processes to spread seeds over (default: one per core, at most one per seed)."""
+  checkpoint_every: int = 10
+  """Save the complete training state every N evaluations and at the end (0: never)."""
+  keep_checkpoints: int = 3
+  """Checkpoints kept per seed group."""
+  stop_on_divergence: bool = False
+  """Stop the whole run when one seed diverges (default: mark it, carry on with the rest)."""
   tensorboard: bool = False
   """Also write TensorBoard event files under <out>/tb/."""
   quiet: bool = False
   """Do not print progress."""
 
 
+_ALIASES = {"seeds": "num_seeds", "steps": "total_steps"}
+
+
+def _explicit_fields(argv) -> set:
+  """Config fields named on the command line (``--name value`` or ``--name=value``)."""
+  names = set()
+  for tok in argv:
+    if tok.startswith("--"):
+      name = tok[2:].split("=", 1)[0].replace("-", "_")
+      names.add(_ALIASES.get(name, name))
+  return names
+
+
 def cmd_train(argv) -> int:
   args = tyro.cli(TrainArgs, args=argv, prog="mvelab train")
   from mvelab import runner
   cfg = args.config
-  out = args.out or os.path.join("runs", f"{cfg.env}-{cfg.preset}-seed{cfg.seed}")
-  result = runner.train(cfg, out_dir=out, overwrite=args.overwrite, workers=args.workers,
-                        progress=not args.quiet, tensorboard=args.tensorboard)
+  if args.resume:
+    stored = runner.load_run(args.resume)["config"]
+    given = _explicit_fields(argv) & {f.name for f in dataclasses.fields(Config)}
+    cfg = dataclasses.replace(stored, **{k: getattr(cfg, k) for k in given})
+    out = args.resume
+  else:
+    out = args.out or os.path.join("runs", f"{cfg.env}-{cfg.preset}-seed{cfg.seed}")
+  try:
+    result = runner.train(
+        cfg, out_dir=out, overwrite=args.overwrite, workers=args.workers,
+        progress=not args.quiet, tensorboard=args.tensorboard, resume=args.resume,
+        checkpoint_every=args.checkpoint_every, keep_checkpoints=args.keep_checkpoints,
+        stop_on_divergence=args.stop_on_divergence)
+  except runner.DivergenceError as e:
+    print(f"mvelab: {e}", file=sys.stderr)
+    print(f"run directory: {out}")
+    return 3
   print(f"run directory: {out}")
-  return 1 if any(r["nonfinite"] for r in result.rows) else 0
+  return 3 if any(r["diverged"] for r in result.rows) else 0
 
 
 COMMANDS = {"envs": cmd_envs, "demo": cmd_demo, "train": cmd_train}
@@ -115,11 +151,15 @@ def main(argv=None) -> int:
   cmd = argv[0]
   if cmd not in COMMANDS:
     return _fail(f"unknown command {cmd!r}; allowed: {', '.join(COMMANDS)}")
+  from mvelab.checkpoint import CheckpointError
   from mvelab.errors import ConfigError
   try:
     return COMMANDS[cmd](argv[1:])
   except ConfigError as e:
     return _fail(str(e))
+  except CheckpointError as e:
+    print(f"mvelab: error: {e}", file=sys.stderr)
+    return 1
   except KeyboardInterrupt:
     return 130
 

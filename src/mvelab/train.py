@@ -34,8 +34,6 @@ from mvelab.envs.base import Env
 # Fixed matmul precision: identical numerics on CPU and GPU (no TF32 on Ampere+).
 jax.config.update("jax_default_matmul_precision", "highest")
 
-METRIC_NAMES = ("eval_return", "eval_return_std", "critic_loss", "actor_loss", "alpha",
-                "entropy", "q_mean", "nonfinite")
 
 
 @struct.dataclass
@@ -66,6 +64,14 @@ class TrainState:
   eval_key: jax.Array
   env_steps: jax.Array
   updates: jax.Array
+  diverged: jax.Array        # [] bool: a non-finite loss, parameter or return was seen
+  diverged_step: jax.Array   # [] int32: env_steps when it was first seen (-1: never)
+  diverged_what: jax.Array   # [] int32: index into DIVERGENCE_CODES (0: none)
+
+
+#: What went non-finite first (``diverged_what``); 0 means nothing did.
+DIVERGENCE_CODES = ("none", "critic_loss", "actor_loss", "alpha", "entropy", "q_mean",
+                    "parameters", "eval_return")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -121,7 +127,9 @@ def init_state(p: Programs, key: jax.Array) -> TrainState:
       obs_stats=normalization.init(env.obs_size),
       replay=replay_lib.init(cfg.replay_capacity, cfg.num_envs, example),
       env_state=env_state, key=key, eval_key=k_eval,
-      env_steps=jnp.zeros((), jnp.int32), updates=jnp.zeros((), jnp.int32))
+      env_steps=jnp.zeros((), jnp.int32), updates=jnp.zeros((), jnp.int32),
+      diverged=jnp.zeros((), bool), diverged_step=jnp.full((), -1, jnp.int32),
+      diverged_what=jnp.zeros((), jnp.int32))
 
 
 # ---------------------------------------------------------------------------- acting
@@ -208,7 +216,32 @@ def train_iteration(p: Programs, state: TrainState, _=None) -> tuple[TrainState,
   n_updates = p.cfg.num_envs * p.cfg.updates_per_step
   state, metrics = jax.lax.scan(functools.partial(update, p), state,
                                 jax.random.split(k_upd, n_updates))
-  return state, jax.tree.map(jnp.mean, metrics)
+  metrics = jax.tree.map(jnp.mean, metrics)
+  return _check_divergence(state, metrics), metrics
+
+
+def _first_nonfinite(named: list) -> jax.Array:
+  """Code (index in DIVERGENCE_CODES) of the first non-finite quantity, 0 if none."""
+  code = jnp.zeros((), jnp.int32)
+  for name, value in reversed(named):
+    bad = jnp.logical_not(jnp.all(jnp.isfinite(value)))
+    code = jnp.where(bad, DIVERGENCE_CODES.index(name), code)
+  return code
+
+
+def _check_divergence(state: TrainState, metrics: dict, extra: tuple = ()) -> TrainState:
+  """Marks the seed diverged (once) if a loss, a parameter or ``extra`` is non-finite."""
+  params_ok = jnp.all(jnp.stack([jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves(
+      (state.actor_params, state.critic_params, state.alpha_param))]))
+  named = [(k, metrics[k]) for k in DIVERGENCE_CODES if k in metrics]
+  named.append(("parameters", jnp.where(params_ok, 0.0, jnp.nan)))
+  named.extend(extra)
+  code = _first_nonfinite(named)
+  new = jnp.logical_and(code > 0, jnp.logical_not(state.diverged))
+  return state.replace(
+      diverged=jnp.logical_or(state.diverged, code > 0),
+      diverged_step=jnp.where(new, state.env_steps, state.diverged_step),
+      diverged_what=jnp.where(new, code, state.diverged_what))
 
 
 # ------------------------------------------------------------------------- evaluation
@@ -241,14 +274,20 @@ def evaluate(p: Programs, state: TrainState) -> tuple[jax.Array, jax.Array]:
   return jnp.mean(ret), jnp.std(ret)
 
 
-def _with_eval(p: Programs, state: TrainState, metrics: dict) -> dict:
+def _with_eval(p: Programs, state: TrainState, metrics: dict) -> tuple[TrainState, dict]:
+  """Evaluates, checks for divergence, and masks the metrics of a diverged seed.
+
+  A diverged seed's metrics are written as missing (NaN) from the chunk in which it
+  diverged on; ``diverged``, ``diverged_step`` and ``diverged_what`` say when and why.
+  """
   ret, ret_std = evaluate(p, state)
+  state = _check_divergence(state, metrics, (("eval_return", ret),))
   metrics = dict(metrics, eval_return=ret, eval_return_std=ret_std)
-  finite = jnp.all(jnp.stack([jnp.all(jnp.isfinite(v)) for v in metrics.values()]))
-  metrics["nonfinite"] = jnp.logical_not(finite)
-  metrics["env_steps"] = state.env_steps
-  metrics["updates"] = state.updates
-  return metrics
+  metrics = {k: jnp.where(state.diverged, jnp.nan, v) for k, v in metrics.items()}
+  metrics.update(diverged=state.diverged, diverged_step=state.diverged_step,
+                 diverged_what=state.diverged_what, env_steps=state.env_steps,
+                 updates=state.updates)
+  return state, metrics
 
 
 _NAN_LEARNING = dict(critic_loss=jnp.nan, actor_loss=jnp.nan, alpha=jnp.nan,
@@ -258,8 +297,8 @@ _NAN_LEARNING = dict(critic_loss=jnp.nan, actor_loss=jnp.nan, alpha=jnp.nan,
 def start(p: Programs, key: jax.Array) -> tuple[TrainState, dict]:
   """Initialise, prefill and evaluate the untrained policy (the first metrics row)."""
   state = prefill(p, init_state(p, key))
-  metrics = _with_eval(p, state, {"alpha": sac.alpha_value(state.alpha_param,
-                                                           p.cfg.alpha_param)})
+  state, metrics = _with_eval(p, state, {"alpha": sac.alpha_value(state.alpha_param,
+                                                                  p.cfg.alpha_param)})
   # No update has happened yet: learning metrics are missing, not non-finite.
   return state, {**{k: jnp.float32(v) for k, v in _NAN_LEARNING.items() if k != "alpha"},
                  **metrics}
@@ -268,9 +307,14 @@ def start(p: Programs, key: jax.Array) -> tuple[TrainState, dict]:
 def train_chunk(p: Programs, state: TrainState) -> tuple[TrainState, dict]:
   """``eval_every`` environment steps of learning, then one evaluation."""
   iters = p.cfg.eval_every // p.cfg.num_envs
-  state, metrics = jax.lax.scan(functools.partial(train_iteration, p), state, None,
-                                length=iters)
-  return state, _with_eval(p, state, jax.tree.map(jnp.mean, metrics))
+  new_state, metrics = jax.lax.scan(functools.partial(train_iteration, p), state, None,
+                                    length=iters)
+  new_state, metrics = _with_eval(p, new_state, jax.tree.map(jnp.mean, metrics))
+  # A seed that had diverged before this chunk stays frozen at its last state (its
+  # vmapped lane still computes, but nothing it computes is kept).
+  new_state = jax.tree.map(lambda old, new: jnp.where(state.diverged, old, new), state,
+                           new_state)
+  return new_state, metrics
 
 
 def train_scan(p: Programs, key: jax.Array, num_chunks: int) -> tuple[TrainState, dict]:

@@ -18,7 +18,7 @@ NOT a sum of per-frame rewards. ``episode_length`` counts agent steps.
 
 Simulator state ``sim``
 -----------------------
-``sim`` is the smallest dict of float32 arrays from which brax's next step is reproduced
+``sim`` is a minimal dict of float32 arrays from which brax's next step is reproduced
 exactly (to float32 rounding, i.e. as exactly as from brax's full ``pipeline_state``;
 tested in ``tests/test_brax_envs.py`` against brax's own rollouts). Per backend:
 
@@ -32,13 +32,16 @@ tested in ``tests/test_brax_envs.py`` against brax's own rollouts). Per backend:
   hopper/walker2d torso height in the obs) read it, so it must be kept. Restored by
   ``pipeline_init(qpos, qvel)`` with the stored warm start and root position.
 * ``spring`` / ``positional``: ``x_i_pos [L, 3]``, ``x_i_rot [L, 4]``, ``xd_i_ang [L, 3]``,
-  ``xd_i_vel [L, 3]``: the links' centre-of-mass poses and velocities in the world frame,
-  which is what these maximal-coordinate integrators integrate. (q, qd) is NOT enough:
-  joints are soft, so reduced coordinates do not determine the state. Everything else in
-  the pipeline state is recomputed exactly as brax's step recomputes it at its end
-  (``com.to_world``, ``kinematics.world_to_joint``, ``kinematics.inverse``); masses and
-  inverse inertias are constants or recomputed by the step itself. For a freshly reset
-  state this differs from brax's reset state by float32 rounding only (< 1e-7).
+  ``xd_i_vel [L, 3]`` (the ``L`` links' centre-of-mass poses and velocities in the world
+  frame: what these maximal-coordinate integrators integrate) plus ``q``, ``qd``. (q, qd)
+  alone is NOT enough: joints are soft, so reduced coordinates do not determine the
+  state (errors 0.04-6). ``q, qd`` are themselves a function of ``x_i, xd_i`` after a
+  step, but recomputing them (``kinematics.inverse``) costs more compile time (2-5 s per
+  call site) than the 2 x q_size floats they take, and keeping them makes reset
+  observations bit-identical to brax's. The rest of the pipeline state is recomputed
+  exactly as brax's step recomputes it at its end (``com.to_world``,
+  ``kinematics.world_to_joint``); masses are constants and inverse inertias are
+  recomputed by the step itself.
 
 Sizes (floats per sim) are listed by ``benchmarks/env_cost.py``; e.g. hopper: 52
 (spring/positional), 48 (generalized), 21 (mjx), versus 228-1144 for the full state.
@@ -93,10 +96,34 @@ BACKENDS = ("spring", "positional", "generalized", "mjx")
 _IDP_POLE = 0.6
 
 
+@contextlib.contextmanager
+def _quiet():
+  """Silences brax/mujoco warnings raised while building or tracing an env."""
+  with warnings.catch_warnings():
+    warnings.simplefilter("ignore")
+    yield
+
+
 def _all_finite(tree) -> Array:
   leaves = [jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves(tree)
             if jnp.issubdtype(x.dtype, jnp.floating)]
   return jnp.all(jnp.stack(leaves)) if leaves else jnp.ones((), bool)
+
+
+class _ObsView:
+  """Stands in for a pipeline state in ``_get_obs``: ``q``, ``qd`` and a lazy ``x``.
+
+  The six envs' ``_get_obs`` read only these (hopper/walker2d: ``x.pos[0, 2]``); building
+  just them keeps ``observe`` cheap to compile and run. ``observe`` is tested to equal
+  brax's own observation.
+  """
+
+  def __init__(self, q, qd, x_fn):
+    self.q, self.qd, self._x_fn = q, qd, x_fn
+
+  @property
+  def x(self):
+    return self._x_fn()
 
 
 class BraxEnv(Env):
@@ -126,8 +153,7 @@ class BraxEnv(Env):
     self.backend = backend
     self.action_repeat = int(action_repeat)
     self.episode_length = int(episode_length)
-    with warnings.catch_warnings():
-      warnings.simplefilter("ignore")
+    with _quiet():
       env = brax_envs.get_environment(brax_name, backend=backend)
       self.default_n_frames = int(env._n_frames)  # pylint: disable=protected-access
       if self.action_repeat != 1:
@@ -138,7 +164,8 @@ class BraxEnv(Env):
     self.dt = float(env.dt)
     self.substep_dt = float(env.sys.opt.timestep)
     self.action_size = int(env.action_size)
-    template = jax.eval_shape(env.reset, jax.random.PRNGKey(0))
+    with _quiet():
+      template = jax.eval_shape(env.reset, jax.random.PRNGKey(0))
     self.obs_size = int(template.obs.shape[-1])
     # brax's step updates ``state.metrics`` in place and reads ``state.info``: keep the
     # shapes and build fresh zero dicts per call.
@@ -160,31 +187,46 @@ class BraxEnv(Env):
       sim = dict(qpos=ps.qpos, qvel=ps.qvel, qacc_warmstart=ps.qacc_warmstart,
                  x_pos0=ps.x.pos[0])
     else:
-      sim = dict(x_i_pos=ps.x_i.pos, x_i_rot=ps.x_i.rot, xd_i_ang=ps.xd_i.ang,
-                 xd_i_vel=ps.xd_i.vel)
+      sim = dict(q=ps.q, qd=ps.qd, x_i_pos=ps.x_i.pos, x_i_rot=ps.x_i.rot,
+                 xd_i_ang=ps.xd_i.ang, xd_i_vel=ps.xd_i.vel)
     return {k: jnp.asarray(v, jnp.float32) for k, v in sim.items()}
 
   def restore(self, sim: dict):
-    """The brax pipeline state of a sim dict (inverse of ``extract``)."""
+    """The full brax pipeline state of a sim dict, as brax's step needs it."""
     env = self.brax_env
     if self.backend == "generalized":
       ps = env.pipeline_init(sim["q"], sim["qd"])
       return ps.replace(mass_mx_inv=sim["mass_mx_inv"])
     if self.backend == "mjx":
-      ps = env.pipeline_init(sim["qpos"], sim["qvel"])
-      return ps.replace(qacc_warmstart=sim["qacc_warmstart"],
-                        x=ps.x.replace(pos=ps.x.pos.at[0].set(sim["x_pos0"])))
+      # mjx.step recomputes every derived field from (qpos, qvel, ctrl, qacc_warmstart),
+      # so the rest of the data can be a zero template (no mjx.forward needed).
+      ps = jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), self._ps_template)
+      x = ps.x.replace(pos=ps.x.pos.at[0].set(sim["x_pos0"]))
+      return ps.replace(qpos=sim["qpos"], qvel=sim["qvel"], q=sim["qpos"], qd=sim["qvel"],
+                        qacc_warmstart=sim["qacc_warmstart"], x=x)
     sys = env.sys
     x_i = Transform(pos=sim["x_i_pos"], rot=sim["x_i_rot"])
     xd_i = Motion(ang=sim["xd_i_ang"], vel=sim["xd_i_vel"])
     x, xd = brax_com.to_world(sys, x_i, xd_i)
     j, jd, a_p, a_c = brax_kinematics.world_to_joint(sys, x, xd)
-    q, qd = brax_kinematics.inverse(sys, j, jd)
-    fields = dict(q=q, qd=qd, x=x, xd=xd, contact=None, x_i=x_i, xd_i=xd_i, j=j, jd=jd,
-                  a_p=a_p, a_c=a_c, mass=self._link_mass)
+    fields = dict(q=sim["q"], qd=sim["qd"], x=x, xd=xd, contact=None, x_i=x_i, xd_i=xd_i,
+                  j=j, jd=jd, a_p=a_p, a_c=a_c, mass=self._link_mass)
     if self.backend == "spring":
       fields["i_inv"] = brax_com.inv_inertia(sys, x)
     return self._state_cls(**fields)
+
+  def _obs_view(self, sim: dict) -> "_ObsView":
+    """The part of the pipeline state the envs' ``_get_obs`` read: q, qd and x (lazily)."""
+    sys = self.brax_env.sys
+    if self.backend == "generalized":
+      return _ObsView(sim["q"], sim["qd"],
+                      lambda: brax_kinematics.forward(sys, sim["q"], sim["qd"])[0])
+    if self.backend == "mjx":
+      return _ObsView(sim["qpos"], sim["qvel"],
+                      lambda: Transform(pos=sim["x_pos0"][None], rot=None))
+    return _ObsView(sim["q"], sim["qd"], lambda: brax_com.to_world(
+        sys, Transform(pos=sim["x_i_pos"], rot=sim["x_i_rot"]),
+        Motion(ang=sim["xd_i_ang"], vel=sim["xd_i_vel"]))[0])
 
   def _brax_state(self, pipeline_state):
     """A brax ``State`` around ``pipeline_state`` with zero obs/reward/done/metrics."""
@@ -199,7 +241,8 @@ class BraxEnv(Env):
   # ---------------------------------------------------------------- primitives
   def init_sim(self, key: Array) -> dict:
     """Brax's reset distribution, as a minimal sim dict."""
-    return self.extract(self.brax_env.reset(key).pipeline_state)
+    with _quiet():
+      return self.extract(self.brax_env.reset(key).pipeline_state)
 
   def step_sim(self, sim: dict, action: Array) -> tuple[dict, Array, Array]:
     """One brax env step from ``sim`` with ``action`` clipped to ``[-1, 1]``.
@@ -209,7 +252,8 @@ class BraxEnv(Env):
       replaced by ``(sim, 0, True)`` (see the module docstring).
     """
     action = jnp.clip(jnp.asarray(action, jnp.float32), -1.0, 1.0)
-    out = self.brax_env.step(self._brax_state(self.restore(sim)), action)
+    with _quiet():
+      out = self.brax_env.step(self._brax_state(self.restore(sim)), action)
     next_sim = self.extract(out.pipeline_state)
     reward = jnp.asarray(out.reward, jnp.float32)
     terminated = jnp.asarray(out.done, jnp.float32) > 0.5
@@ -221,7 +265,7 @@ class BraxEnv(Env):
 
   def observe(self, sim: dict) -> Array:
     """Brax's observation ``[obs_size]`` of the restored pipeline state."""
-    obs = self.brax_env._get_obs(self.restore(sim))  # pylint: disable=protected-access
+    obs = self.brax_env._get_obs(self._obs_view(sim))  # pylint: disable=protected-access
     return jnp.asarray(obs, jnp.float32)
 
   def termination_fn(self, obs: Array, action: Array, next_obs: Array) -> Array:
