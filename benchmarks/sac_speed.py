@@ -14,9 +14,11 @@ share the machine state):
    * the same seeds over 2 spawned processes pinned one per core (workers=2), split and
      pinned exactly as ``mvelab.runner`` does for ``train(..., workers=2)``.
 
-   Each run is ``--warmup`` random-action steps (prefill), then ``--steps`` learning steps
-   in chunks of ``--chunk`` steps; every chunk ends with a 1-episode evaluation (the eval is
-   inside mvelab's compiled chunk; with 1 episode it costs ~1 % of a chunk). The
+   Each run is ``--warmup`` random-action steps (prefill), then ``--steps`` (1 seed,
+   default 5000) or ``--multi-steps`` (several seeds, default 3000 to keep the default run
+   under ~10 min) learning steps per seed in chunks of ``--chunk`` steps; every chunk ends
+   with a 1-episode evaluation (inside mvelab's compiled chunk; measured separately at
+   0.035 s for inverted_pendulum's 1000 steps, ~1 % of a chunk). The
    steady rate is measured from the end of ``start`` (prefill + first eval) to the end of
    the last chunk, so it excludes compilation, prefill and process start-up. Compilation
    (``start`` + ``train_chunk``, ahead of time) is reported separately. For workers=2 the
@@ -36,17 +38,19 @@ share the machine state):
      (also UTD 1, but 16 envs stepped at once and 16 updates fused per step).
 
    Brax evaluates before prefill and after each training epoch and then calls
-   ``progress_fn``; the steady rate is taken from the ``progress_fn`` timestamps from the
-   end of the first epoch (which contains the training-epoch compile) to the end of the
-   last, so like mvelab's it includes the (small) evaluations. Brax's own
-   ``training/sps`` (epoch time only, no eval) is printed alongside. "compile s" for Brax
-   is the time from the call to the first ``progress_fn`` (setup, eval compile, initial
-   eval) plus the first epoch's excess over the steady rate (its compile).
+   ``progress_fn``. Epoch 1 contains the training-epoch compile and Brax's evaluator
+   recompiles its unroll at the evaluations after epochs 1 and 2, so the run has 2 extra
+   warm-up epochs and the steady rate is taken from the ``progress_fn`` timestamps from
+   the end of epoch 2 to the end of the last epoch (``--steps`` steps); like mvelab's it
+   includes the (small, once compiled) evaluations. Brax's own ``training/sps`` (epoch
+   time only, no eval) is printed alongside. "compile s" for Brax is everything before
+   the steady window that steady training does not explain (setup, initial eval,
+   prefill, epoch compile, eval recompiles).
 
    jax 0.10 removed ``jax.device_put_replicated``, which Brax's SAC calls; it is patched
    exactly as in measurements.md section 4 before calling ``sac.train``.
 
-3. **FLOPs of one mvelab SAC update** (``mvelab.train.update``, one seed): XLA's
+3. **FLOPs of one mvelab SAC update** (``mvelab.program.update``, one seed): XLA's
    ``cost_analysis()['flops']`` of the compiled update, and an analytic matmul count
    (see ``analytic_update_flops``). Achieved FLOP/s = XLA flops/update x updates/s of each
    mvelab row; the machine's peak is measured in the same run as the best of several
@@ -61,7 +65,7 @@ SB3 2.9.2 (torch 2.13 CPU) 133.6 updates/s, sbx-rl 0.28.0 about 202 updates/s.
 Usage::
 
   .venv/bin/python benchmarks/sac_speed.py                 # full run, ~8-10 min on 2 cores
-  .venv/bin/python benchmarks/sac_speed.py --quick         # every part, tiny sizes (~3 min)
+  .venv/bin/python benchmarks/sac_speed.py --quick         # every part, tiny sizes
   .venv/bin/python benchmarks/sac_speed.py --brax-backend generalized --out sac_speed.md
   .venv/bin/python benchmarks/sac_speed.py --parts flops   # only the FLOP table
 
@@ -132,10 +136,13 @@ def _log(msg):
 
 
 # ------------------------------------------------------------------ mvelab SAC runs
-def _mvelab_config(env, backend, args, num_seeds):
+def _mvelab_config(env, backend, args, num_seeds, steps=None):
+  from mvelab import envs as mv_envs
   from mvelab.config import Config, resolve
-  cfg = Config(env=env, backend=backend if env != "pendulum" else None,
-               num_seeds=num_seeds, total_steps=args.warmup + args.steps,
+  steps = args.steps if steps is None else steps
+  has_backend = "backend" in mv_envs.ENVS[env].options
+  cfg = Config(env=env, backend=backend if has_backend else None,
+               num_seeds=num_seeds, total_steps=args.warmup + steps,
                warmup_steps=args.warmup, eval_every=args.chunk, eval_episodes=1,
                num_envs=1, updates_per_step=1, batch_size=BATCH, hidden_sizes=HIDDEN)
   return resolve(cfg)
@@ -255,13 +262,37 @@ def steady_rates(events) -> tuple[float, float, list]:
   return d_steps / span, d_upd / span, per_worker
 
 
-def mvelab_rows(args, envs_, backend) -> list:
+def mvelab_eval_time(cfg, reps=3) -> float:
+  """Seconds of one compiled ``mvelab.program.evaluate`` of one seed (informative only)."""
+  import jax
+  from mvelab import program as T
+  p = T.make_programs(cfg)
+  state = jax.jit(lambda k: T.init_state(p, k))(jax.random.PRNGKey(0))
+  ev = jax.jit(lambda st: T.evaluate(p, st)).lower(state).compile()
+  jax.block_until_ready(ev(state))
+  best = float("inf")
+  for _ in range(reps):
+    t = time.perf_counter()
+    jax.block_until_ready(ev(state))
+    best = min(best, time.perf_counter() - t)
+  return best
+
+
+def mvelab_rows(args, envs_, backend, notes) -> list:
   rows = []
-  combos = [(1, 1), (args.seeds, 1), (args.seeds, 2)]
+  combos = [(1, 1, args.steps), (args.seeds, 1, args.multi_steps),
+            (args.seeds, 2, args.multi_steps)]
   for env in envs_:
-    for num_seeds, workers in combos:
-      cfg = _mvelab_config(env, backend, args, num_seeds)
-      _log(f"[mvelab] {env} ({cfg.backend}) seeds={num_seeds} workers={workers}: "
+    cfg1 = _mvelab_config(env, backend, args, 1)
+    ev_s = mvelab_eval_time(cfg1)
+    notes.append(f"mvelab evaluation of 1 seed x {cfg1.eval_episodes} episode "
+                 f"({cfg1.episode_length} steps) on {env}: {ev_s:.3f} s per chunk "
+                 f"(measured separately; included in the mvelab rates).")
+    _log(f"[mvelab] {env}: one evaluation (1 seed, 1 episode of {cfg1.episode_length} "
+         f"steps) takes {ev_s:.3f} s")
+    for num_seeds, workers, steps in combos:
+      cfg = _mvelab_config(env, backend, args, num_seeds, steps)
+      _log(f"[mvelab] {env} ({cfg.backend or 'jax'}) seeds={num_seeds} workers={workers}: "
            f"{cfg.warmup_steps} warm-up + {cfg.total_steps - cfg.warmup_steps} steps "
            f"per seed, chunks of {cfg.eval_every} ...")
       ev = run_mvelab(cfg, workers)
@@ -271,7 +302,7 @@ def mvelab_rows(args, envs_, backend) -> list:
       _log(f"    {sps:8.1f} env steps/s  {ups:8.1f} updates/s  compile {compile_s:.1f} s "
            f"(per worker: {', '.join(f'{c:.1f}' for c in ev['compile'])})  "
            f"wall {ev['wall']:.1f} s  [per worker: {pw}]")
-      rows.append(Row("mvelab SAC", env, cfg.backend, num_seeds, workers, sps, ups,
+      rows.append(Row("mvelab SAC", env, cfg.backend or "jax", num_seeds, workers, sps, ups,
                       compile_s, ev["wall"]))
   return rows
 
@@ -288,15 +319,25 @@ def _patch_device_put_replicated():
   jax.device_put_replicated = _dpr
 
 
+BRAX_SKIP_EPOCHS = 2
+
+
 def run_brax_sac(backend, num_envs, gups, num_eval_envs, warmup, steps, chunk) -> dict:
-  """One Brax SAC run with ``1 + steps / chunk`` epochs; the first one is the warm-up."""
-  import jax
+  """One Brax SAC run: ``BRAX_SKIP_EPOCHS`` warm-up epochs, then ``steps / chunk`` more.
+
+  Brax calls ``progress_fn`` after its initial evaluation (before the prefill) and after
+  the evaluation that follows each training epoch. Epoch 1 contains the training-epoch
+  compile, and Brax's evaluator recompiles its unroll at the first two evaluations after
+  the initial one (its donated eval state changes type once more; measured: ~8 s each
+  under load, then 0.03 s), so the steady window starts at the progress call after epoch
+  ``BRAX_SKIP_EPOCHS`` and ends at the last one.
+  """
   import mvelab.envs.brax_env  # noqa: F401  (imports brax quietly)
   from brax import envs as brax_envs
   from brax.training.agents.sac import train as brax_sac
   _patch_device_put_replicated()
 
-  n_epochs = 1 + max(1, -(-steps // chunk))  # first epoch compiles
+  n_epochs = BRAX_SKIP_EPOCHS + max(1, -(-steps // chunk))
   prefill = -(-warmup // num_envs) * num_envs
   num_timesteps = prefill + n_epochs * chunk
   calls = []
@@ -316,34 +357,49 @@ def run_brax_sac(backend, num_envs, gups, num_eval_envs, warmup, steps, chunk) -
         max_replay_size=max(20_000, num_timesteps), num_evals=n_epochs + 1,
         num_eval_envs=num_eval_envs, seed=0, progress_fn=progress)
     wall = time.time() - t0
-  # calls[0]: initial eval (before prefill); calls[1]: after epoch 1 (includes compile).
-  if len(calls) < 3:
+  # calls[0]: initial eval (before prefill); calls[k]: after epoch k and its eval.
+  if len(calls) < BRAX_SKIP_EPOCHS + 2:
     raise RuntimeError(f"brax SAC: only {len(calls)} progress calls; increase --steps")
-  (t1, s1, _), (tn, sn, _) = calls[1], calls[-1]
-  sps = (sn - s1) / (tn - t1)
-  epoch1_steps = s1 - prefill
-  epoch1_time = t1 - calls[0][0]  # prefill + epoch 1 (+ its compile) + eval
-  compile_s = (calls[0][0] - t0) + max(0.0, epoch1_time - epoch1_steps / sps)
-  brax_sps = [c[2].get("training/sps") for c in calls[2:]]
-  brax_sps = [float(x) for x in brax_sps if x is not None]
+  (ts, ss, _), (tn, sn, _) = calls[BRAX_SKIP_EPOCHS], calls[-1]
+  sps = (sn - ss) / (tn - ts)
+  # Everything before the window that steady training does not explain: setup, initial
+  # eval, prefill, the epoch compile and the eval recompiles.
+  compile_s = (ts - t0) - (ss - prefill) / sps
+  # Per epoch: (interval between progress calls, epoch training time, eval time).
+  epochs = []
+  for i, ((ta, sa, _), (tb, sb, mb)) in enumerate(zip(calls[:-1], calls[1:])):
+    n = sb - (prefill if i == 0 else sa)
+    tr = n / float(mb["training/sps"]) if mb.get("training/sps") else float("nan")
+    epochs.append((tb - ta, tr, float(mb.get("eval/epoch_eval_time", float("nan")))))
+  steady = epochs[BRAX_SKIP_EPOCHS:]
+  train_s = sum(e[1] for e in steady)
   ret = float(calls[-1][2].get("eval/episode_reward", float("nan")))
   return dict(sps=sps, ups=sps * gups / num_envs, compile_s=compile_s, wall=wall,
-              brax_train_sps=(sum(brax_sps) / len(brax_sps)) if brax_sps else float("nan"),
-              steps=sn - s1, final_return=ret, num_envs=num_envs, gups=gups)
+              train_only_sps=(sn - ss) / train_s if train_s > 0 else float("nan"),
+              eval_s=sum(e[2] for e in steady) / len(steady),
+              steps=sn - ss, final_return=ret, num_envs=num_envs, gups=gups,
+              epochs=epochs)
 
 
-def brax_rows(args, backend) -> list:
+def brax_rows(args, backend, notes) -> list:
   rows = []
-  for num_envs, gups, n_eval, label in [(1, 1, 1, "num_envs=1, gups=1 (UTD 1)"),
-                                        (16, 16, 16, "num_envs=16, gups=16 (§4)")]:
+  for num_envs, gups, n_eval, label in [(1, 1, 1, "num_envs=1, gups=1"),
+                                        (16, 16, 16, "num_envs=16, gups=16, §4")]:
     chunk = max(num_envs, args.chunk)
     _log(f"[brax] inverted_pendulum ({backend}) {label}: prefill {args.warmup}, "
-         f"1 + {-(-args.steps // chunk)} epochs of {chunk} steps ...")
+         f"{BRAX_SKIP_EPOCHS} warm-up + {-(-args.steps // chunk)} epochs of {chunk} "
+         f"steps ...")
     r = run_brax_sac(backend, num_envs, gups, n_eval, args.warmup, args.steps, chunk)
     _log(f"    {r['sps']:8.1f} env steps/s  {r['ups']:8.1f} updates/s over {r['steps']} "
-         f"steps (brax training/sps without eval: {r['brax_train_sps']:.1f})  "
+         f"steps (training only, no eval: {r['train_only_sps']:.1f}; eval "
+         f"{r['eval_s']:.2f} s per epoch)  "
          f"compile+setup {r['compile_s']:.1f} s  wall {r['wall']:.1f} s  "
          f"last eval return {r['final_return']:.1f}")
+    _log("    per epoch (interval s / training s / eval s): " + "; ".join(
+        f"{a:.2f}/{b:.2f}/{c:.2f}" for a, b, c in r["epochs"]))
+    notes.append(f"Brax SAC {label}: {r['eval_s']:.3f} s per evaluation ({n_eval} env(s) x "
+                 f"1000 steps; included); training only, without evaluations: "
+                 f"{r['train_only_sps']:.1f} env steps/s (Brax's training/sps).")
     rows.append(Row("Brax SAC", "inverted_pendulum", backend, 1, 1, r["sps"], r["ups"],
                     r["compile_s"], r["wall"], note=label, num_envs=num_envs,
                     utd=gups / num_envs))
@@ -357,7 +413,7 @@ def _mlp_flops(sizes) -> int:
 
 
 def analytic_update_flops(obs, act, hidden=HIDDEN, batch=BATCH, num_critics=2) -> dict:
-  """Matmul FLOPs of one SAC update (``mvelab.train.update``), by component.
+  """Matmul FLOPs of one SAC update (``mvelab.program.update``), by component.
 
   Conventions: a dense layer costs ``2 * in * out`` FLOPs per sample forward; its
   backward costs twice that (gradient w.r.t. inputs and w.r.t. weights), so forward +
@@ -391,9 +447,9 @@ def analytic_update_flops(obs, act, hidden=HIDDEN, batch=BATCH, num_critics=2) -
 
 
 def xla_update_flops(env, backend, args) -> tuple:
-  """XLA cost analysis of one jitted ``mvelab.train.update`` (one seed)."""
+  """XLA cost analysis of one jitted ``mvelab.program.update`` (one seed)."""
   import jax
-  from mvelab import train as T
+  from mvelab import program as T
   cfg = _mvelab_config(env, backend, args, 1)
   p = T.make_programs(cfg)
   key = jax.random.PRNGKey(0)
@@ -524,7 +580,8 @@ def header_text(args, backend) -> str:
           f"jax {v.get('jax')}, brax {v.get('brax')}, flax {v.get('flax')}, "
           f"optax {v.get('optax')}, python {v.get('python')}.\n"
           f"Settings: UTD 1, hidden {HIDDEN}, batch {BATCH}, num_envs 1 (mvelab), "
-          f"{args.warmup} warm-up + {args.steps} steps per seed, chunks/epochs of "
+          f"{args.warmup} warm-up + {args.steps} steps per seed (1 seed, Brax) / "
+          f"{args.multi_steps} (multi-seed), chunks/epochs of "
           f"{args.chunk}, Brax backend {backend}{' (--quick)' if args.quick else ''}.")
 
 
@@ -536,6 +593,9 @@ def parse_args(argv=None):
                   help="tiny settings to check every part runs (600 steps, 256 warm-up)")
   ap.add_argument("--steps", type=int, default=None,
                   help="learning steps per seed after the warm-up (default 5000; quick 600)")
+  ap.add_argument("--multi-steps", type=int, default=None,
+                  help="learning steps per seed of the multi-seed rows (default 3000; "
+                       "quick 600)")
   ap.add_argument("--warmup", type=int, default=None,
                   help="random-action warm-up steps / Brax min_replay_size (default 1000; "
                        "quick 256)")
@@ -556,6 +616,7 @@ def parse_args(argv=None):
   args = ap.parse_args(argv)
   q = args.quick
   args.steps = args.steps or (600 if q else 5000)
+  args.multi_steps = args.multi_steps or (600 if q else 3000)
   args.warmup = args.warmup if args.warmup is not None else (256 if q else 1000)
   args.chunk = args.chunk or (300 if q else 1000)
   args.peak_reps = args.peak_reps or (3 if q else 8)
@@ -567,10 +628,11 @@ def parse_args(argv=None):
     ap.error(f"--parts: unknown {bad}; choose from {PARTS}")
   if args.warmup < BATCH:
     ap.error(f"--warmup must be at least the batch size {BATCH}")
-  if args.steps < 2 * args.chunk:
-    ap.error("--steps must be at least 2 x --chunk (the steady window needs 2 chunks)")
-  if args.steps % args.chunk:
-    ap.error("--steps must be a multiple of --chunk")
+  for name in ("steps", "multi_steps"):
+    v = getattr(args, name)
+    if v < 2 * args.chunk or v % args.chunk:
+      ap.error(f"--{name.replace('_', '-')} must be a multiple of --chunk and at least "
+               f"2 x --chunk, got {v} (chunk {args.chunk})")
   return args
 
 
@@ -588,11 +650,12 @@ def main(argv=None) -> int:
   t_all = time.time()
 
   rows: list = []
+  notes: list = []
   if "mvelab" in args.parts:
-    rows += mvelab_rows(args, envs_, backend)
+    rows += mvelab_rows(args, envs_, backend, notes)
   ref = None
   if "brax" in args.parts:
-    b = brax_rows(args, backend)
+    b = brax_rows(args, backend, notes)
     ref = b[0]
     rows += b
   fl = None
@@ -607,12 +670,16 @@ def main(argv=None) -> int:
         "## Training speed (steady state, compile excluded)\n\n" + t + "\n\n"
         "Rates are summed over seeds; 'x Brax' divides env steps/s (all seeds) by Brax SAC "
         "num_envs=1, UTD 1 on inverted_pendulum. Compile: mvelab start+chunk AOT compile "
-        "(max over workers); Brax: setup + first eval + the first epoch's excess. "
+        "(max over workers); Brax: the time before its steady window not explained by "
+        "steady training (setup, initial eval, prefill, epoch compile, eval recompiles). "
         "Wall: the whole call (incl. spawn, imports, compile, prefill). "
         "Not run here: SB3 133.6 and sbx ~202 updates/s on Pendulum-v1 "
-        "(measurements.md §5).")
+        "(measurements.md §5).\n\n" + "\n".join(f"- {n}" for n in notes))
   if fl is not None:
     sections.append("## FLOPs of one mvelab SAC update\n\n" + flops_table(rows, fl))
+  if hasattr(os, "getloadavg"):
+    sections.append(f"Load average at the end: {os.getloadavg()[0]:.2f} "
+                    f"(total benchmark time {time.time() - t_all:.0f} s).")
   text = "\n\n".join(sections) + "\n"
   print("\n" + text, flush=True)
   _log(f"total benchmark time {time.time() - t_all:.0f} s")

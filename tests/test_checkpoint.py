@@ -31,7 +31,7 @@ class Inner:
 
 @struct.dataclass
 class FakeState:
-  """Mimics mvelab.train.TrainState: params, optax states, replay, keys, counters."""
+  """Mimics mvelab.program.TrainState: params, optax states, replay, keys, counters."""
 
   params: dict
   opt: object

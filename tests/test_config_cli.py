@@ -13,7 +13,11 @@ from mvelab.errors import ConfigError
 
 def test_default_preset_resolves_everything():
   cfg = config_lib.resolve(Config(env="pendulum"))
-  assert all(v is not None for k, v in cfg.to_dict().items() if k != "backend")
+  unused = {"backend", "model", "exploration_noise", *config_lib.MODEL_FIELDS}
+  assert all(v is not None for k, v in cfg.to_dict().items() if k not in unused)
+  learned = config_lib.resolve(Config(env="pendulum", expansion="critic", model="learned"))
+  assert all(getattr(learned, k) is not None for k in config_lib.MODEL_FIELDS)
+  assert config_lib.resolve(Config(agent="ddpg")).exploration_noise == 0.1
   assert cfg.target_entropy_per_dim == -1.0 and cfg.alpha_param == "log_alpha"
   assert cfg.eval_deterministic is True
 
@@ -61,6 +65,15 @@ def _mvelab(*args, cwd=None):
     (["train", "--bogus", "1"], "--bogus"),
     (["train", "--env", "hopper", "--backend", "warp"], "warp"),
     (["frobnicate"], "unknown command 'frobnicate'"),
+    (["train", "--expansion", "retrace", "--model", "oracle"], "model: not used"),
+    (["train", "--expansion", "critic"], "model: required"),
+    (["train", "--expansion", "critic", "--model", "oracle", "--horizon", "-1"], "horizon"),
+    (["train", "--expansion", "critic", "--model", "oracle", "--model_members", "3"],
+     "model_members: is a learned-model option"),
+    (["train", "--horizon", "3"], "horizon: expansion=none"),
+    (["train", "--expansion", "actor", "--model", "oracle", "--particles", "4"], "particles"),
+    (["train", "--exploration_noise", "0.2"], "exploration_noise"),
+    (["train", "--agent", "td3"], "td3"),
 ])
 def test_cli_bad_input_exit_2(args, needle, tmp_path):
   out = tmp_path / "run"

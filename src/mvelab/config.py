@@ -93,10 +93,47 @@ class Config:
   bias_init: Optional[float] = None
   """Initial value of all network biases (paper: 0.1)."""
 
+  # --- value expansion -----------------------------------------------------------------
+  agent: Literal["sac", "ddpg"] = "sac"
+  """Learner: 'sac' or 'ddpg' (deterministic actor, alpha = 0, target actor, noise)."""
+  expansion: Literal["none", "critic", "actor", "retrace"] = "none"
+  """Value expansion: none (1-step), critic (MVE targets), actor (SVG-style), retrace."""
+  model: Optional[Literal["oracle", "learned"]] = None
+  """Dynamics model for critic/actor expansion: 'oracle' (true simulator) or 'learned'."""
+  horizon: int = 0
+  """Expansion horizon H (imagined steps; for retrace: extra real steps). 0 = plain SAC."""
+  lam: float = 1.0
+  """Trace coefficient lambda of the target operator (retrace and critic expansion)."""
+  particles: int = 1
+  """Critic expansion: average the target over this many independent rollouts."""
+  tdk: bool = False
+  """Critic expansion: also train the critic on the imagined states (TD-k)."""
+  exploration_noise: Optional[float] = None
+  """DDPG: std of the Gaussian exploration noise added before the tanh (default 0.1)."""
+
+  # --- learned dynamics model ---------------------------------------------------------
+  model_hidden_sizes: Optional[tuple[int, ...]] = None
+  """Learned model: hidden widths of each ensemble member."""
+  model_members: Optional[int] = None
+  """Learned model: ensemble size."""
+  model_lr: Optional[float] = None
+  """Learned model: Adam learning rate."""
+  model_batch_size: Optional[int] = None
+  """Learned model: minibatch size of a model update."""
+  model_schedule: Optional[Literal["fixed", "paper"]] = None
+  """Learned model training: 'fixed' (model_updates_per_step per collected transition) or
+  'paper' (one epoch over the replay buffer per environment step; very expensive)."""
+  model_updates_per_step: Optional[int] = None
+  """Learned model, 'fixed' schedule: model updates per collected transition."""
+  model_warmup_updates: Optional[int] = None
+  """Learned model, 'fixed' schedule: model updates right after the warm-up ('paper': 200
+  epochs over the warm-up data)."""
+
   def to_dict(self) -> dict:
     d = dataclasses.asdict(self)
-    if d["hidden_sizes"] is not None:
-      d["hidden_sizes"] = list(d["hidden_sizes"])
+    for k in ("hidden_sizes", "model_hidden_sizes"):
+      if d[k] is not None:
+        d[k] = list(d[k])
     return d
 
   @classmethod
@@ -105,8 +142,9 @@ class Config:
     unknown = set(d) - {f.name for f in dataclasses.fields(cls)}
     if unknown:
       raise ConfigError(f"config: unknown field(s) {sorted(unknown)}")
-    if d.get("hidden_sizes") is not None:
-      d["hidden_sizes"] = tuple(d["hidden_sizes"])
+    for k in ("hidden_sizes", "model_hidden_sizes"):
+      if d.get(k) is not None:
+        d[k] = tuple(d[k])
     return cls(**d)
 
   def to_json(self) -> str:
@@ -120,6 +158,9 @@ _DEFAULT = dict(
     updates_per_step=1, hidden_sizes=(256, 256), actor_lr=3e-4, critic_lr=3e-4,
     alpha_lr=3e-4, gamma=0.99, tau=0.005, init_alpha=1.0, target_entropy_per_dim=-1.0,
     alpha_param="log_alpha", std_param="log_std", bias_init=0.0)
+_DEFAULT_MODEL = dict(model_hidden_sizes=(128, 128), model_members=5, model_lr=1e-3,
+                      model_batch_size=256, model_schedule="fixed", model_updates_per_step=1,
+                      model_warmup_updates=1000)
 
 # The reference paper's settings (paper-and-official-code.md §4, §5, §10, §14).
 _PAPER = dict(
@@ -128,6 +169,10 @@ _PAPER = dict(
     updates_per_step=1, hidden_sizes=(256, 256), actor_lr=3e-4, critic_lr=3e-4,
     alpha_lr=5e-5, gamma=0.99, tau=0.005, init_alpha=1.0, target_entropy_per_dim=-0.5,
     alpha_param="alpha", std_param="softplus", bias_init=0.1)
+_PAPER_MODEL = dict(model_hidden_sizes=(256, 256, 256, 256), model_members=5, model_lr=3e-4,
+                    model_batch_size=256, model_schedule="paper", model_updates_per_step=1,
+                    model_warmup_updates=0)
+MODEL_FIELDS = tuple(_DEFAULT_MODEL)
 
 _LOCOMOTION = dict(total_steps=1_000_000, num_envs=128, warmup_steps=65_536,
                    eval_every=4992, action_repeat=2, episode_length=500)
@@ -154,6 +199,18 @@ def resolve(cfg: Config) -> Config:
   base = dict(_DEFAULT if cfg.preset == "default" else _PAPER)
   if cfg.preset == "paper":
     base.update(_PAPER_ENV.get(cfg.env, {}))
+  check_choice("model", cfg.model, (None, "oracle", "learned"))
+  if cfg.model == "learned":
+    base.update(_DEFAULT_MODEL if cfg.preset == "default" else _PAPER_MODEL)
+  else:
+    for k in MODEL_FIELDS:
+      if getattr(cfg, k) is not None:
+        raise ConfigError(
+            f"{k}: is a learned-model option, but model is {cfg.model!r}; use --model learned")
+  if cfg.agent == "ddpg":
+    base["exploration_noise"] = 0.1
+  elif cfg.exploration_noise is not None:
+    raise ConfigError("exploration_noise: only used with --agent ddpg")
   values = {}
   for f in dataclasses.fields(cfg):
     v = getattr(cfg, f.name)
@@ -164,8 +221,9 @@ def resolve(cfg: Config) -> Config:
                   if k in spec.options or getattr(cfg, k) is not None})
   for k in ("backend", "action_repeat", "episode_length"):
     values[k] = env_opts.get(k)
-  if values["hidden_sizes"] is not None:
-    values["hidden_sizes"] = tuple(values["hidden_sizes"])
+  for k in ("hidden_sizes", "model_hidden_sizes"):
+    if values[k] is not None:
+      values[k] = tuple(values[k])
   out = Config(**values)
   validate(out)
   return out
@@ -216,9 +274,49 @@ def validate(cfg: Config) -> None:
     # first updates would see only a handful of transitions; require at least one batch.
     raise ConfigError(
         f"warmup_steps: must be at least batch_size={cfg.batch_size} (got {cfg.warmup_steps})")
+  _validate_expansion(cfg)
   if cfg.total_steps <= cfg.warmup_steps:
     raise ConfigError(
         f"total_steps: must exceed warmup_steps={cfg.warmup_steps}, got {cfg.total_steps}")
+
+
+def _validate_expansion(cfg: Config) -> None:
+  check_choice("agent", cfg.agent, ("sac", "ddpg"))
+  check_choice("expansion", cfg.expansion, ("none", "critic", "actor", "retrace"))
+  if isinstance(cfg.horizon, bool) or not isinstance(cfg.horizon, int) or cfg.horizon < 0:
+    raise ConfigError(f"horizon: must be a non-negative integer, got {cfg.horizon!r}")
+  if cfg.expansion in ("critic", "actor") and cfg.model is None:
+    raise ConfigError(f"model: required for expansion={cfg.expansion}; allowed: oracle, learned")
+  if cfg.expansion in ("none", "retrace") and cfg.model is not None:
+    raise ConfigError(f"model: not used by expansion={cfg.expansion} (it needs no dynamics "
+                      f"model); drop --model or use --expansion critic/actor")
+  if cfg.expansion == "none" and cfg.horizon != 0:
+    raise ConfigError(f"horizon: expansion=none has no horizon (got {cfg.horizon}); choose "
+                      f"--expansion critic, actor or retrace")
+  if not 0.0 <= cfg.lam <= 1.0:
+    raise ConfigError(f"lam: must be in [0, 1], got {cfg.lam!r}")
+  _pos_int("particles", cfg.particles)
+  if cfg.particles > 1 and cfg.expansion != "critic":
+    raise ConfigError("particles: only used by --expansion critic")
+  if cfg.tdk and cfg.expansion != "critic":
+    raise ConfigError("tdk: only used by --expansion critic")
+  if cfg.expansion == "retrace" and cfg.warmup_steps // cfg.num_envs < cfg.horizon + 1:
+    raise ConfigError(f"warmup_steps: retrace windows need at least horizon+1="
+                      f"{cfg.horizon + 1} steps per environment before learning starts")
+  if cfg.agent == "ddpg":
+    _pos_float("exploration_noise", cfg.exploration_noise)
+  if cfg.model == "learned":
+    if not cfg.model_hidden_sizes or any(
+        isinstance(h, bool) or not isinstance(h, int) or h <= 0 for h in cfg.model_hidden_sizes):
+      raise ConfigError(f"model_hidden_sizes: must be positive integers, got "
+                        f"{cfg.model_hidden_sizes!r}")
+    for name in ("model_members", "model_batch_size", "model_updates_per_step"):
+      _pos_int(name, getattr(cfg, name))
+    _pos_float("model_lr", cfg.model_lr)
+    check_choice("model_schedule", cfg.model_schedule, ("fixed", "paper"))
+    w = cfg.model_warmup_updates
+    if isinstance(w, bool) or not isinstance(w, int) or w < 0:
+      raise ConfigError(f"model_warmup_updates: must be a non-negative integer, got {w!r}")
 
 
 def num_chunks(cfg: Config) -> int:

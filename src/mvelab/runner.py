@@ -27,7 +27,8 @@ from mvelab.config import Config
 from mvelab.errors import ConfigError
 
 CSV_COLUMNS = ("seed", "env_steps", "updates", "eval_return", "eval_return_std",
-               "critic_loss", "actor_loss", "alpha", "entropy", "q_mean", "diverged",
+               "critic_loss", "actor_loss", "alpha", "entropy", "q_mean", "target_mean",
+               "model_loss", "model_obs_mse", "model_reward_mse", "diverged",
                "diverged_step", "diverged_what", "wall_time_s")
 #: Columns that legitimately differ between two runs of the same config and seeds.
 TIMING_COLUMNS = ("wall_time_s",)
@@ -144,7 +145,7 @@ class GroupRun:
   def __init__(self, cfg: Config, seeds: list):
     import jax
     import jax.numpy as jnp
-    from mvelab import train as T
+    from mvelab import program as T
     self.cfg, self.seeds = cfg, list(seeds)
     self.programs = T.make_programs(cfg)
     self.keys = jnp.stack([jax.random.PRNGKey(s) for s in self.seeds])
@@ -254,7 +255,7 @@ def _rows(seeds, metrics, wall):
 
 
 def _divergence_name(code: int) -> str:
-  from mvelab.train import DIVERGENCE_CODES
+  from mvelab.program import DIVERGENCE_CODES
   return DIVERGENCE_CODES[code] if code else ""
 
 

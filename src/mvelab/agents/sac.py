@@ -86,20 +86,25 @@ def sac_target(reward_t, terminated_t, v_t, gamma):
   return reward_t + gamma * (1.0 - terminated_t.astype(jnp.float32)) * v_t
 
 
-def critic_loss(critic_params, nets: SACNets, obs_tm1, action_tm1, target):
+def critic_loss(critic_params, nets: SACNets, obs_tm1, action_tm1, target, weights=None):
   """``0.5 * mean_{b,i} (Q_i(s, a) - y)^2`` over batch and both critics.
 
   Args:
     obs_tm1: ``[B, obs]`` normalised observations.
     action_tm1: ``[B, act]``.
     target: ``[B]``, treated as a constant.
+    weights: optional ``[B]`` non-negative weights (TD-k masks out pairs after a
+      termination); the loss is then the weighted mean over the batch.
 
   Returns:
     ``(loss, q_mean)``.
   """
   q = nets.q(critic_params, obs_tm1, action_tm1)
-  err = q - jax.lax.stop_gradient(target)[:, None]
-  return 0.5 * jnp.mean(jnp.square(err)), jnp.mean(q)
+  err = jnp.mean(jnp.square(q - jax.lax.stop_gradient(target)[:, None]), axis=-1)
+  if weights is None:
+    return 0.5 * jnp.mean(err), jnp.mean(q)
+  w = jax.lax.stop_gradient(weights)
+  return 0.5 * jnp.sum(w * err) / jnp.maximum(jnp.sum(w), 1e-8), jnp.mean(q)
 
 
 def actor_loss(actor_params, nets: SACNets, critic_params, alpha, obs, key):

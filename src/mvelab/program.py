@@ -26,6 +26,7 @@ import optax
 from flax import struct
 
 from mvelab import replay as replay_lib
+from mvelab.agents import expansion as xp
 from mvelab.agents import sac
 from mvelab.config import Config
 from mvelab.core import normalization
@@ -52,6 +53,8 @@ class TrainState:
   actor_params: Any
   critic_params: Any
   target_critic_params: Any
+  target_actor_params: Any   # DDPG's target actor (SAC: unused copy, never updated)
+  model_state: Any           # dynamics model parameters/optimiser (oracle: empty)
   alpha_param: jax.Array
   actor_opt: Any
   critic_opt: Any
@@ -81,6 +84,15 @@ class Programs:
   cfg: Config
   env: Env
   nets: sac.SACNets
+  model: Any = None  # a DynamicsModel, or None without critic/actor expansion
+
+  @property
+  def deterministic(self) -> bool:
+    return self.cfg.agent == "ddpg"
+
+  @property
+  def learned_model(self) -> bool:
+    return self.cfg.model == "learned"
 
   @functools.cached_property
   def actor_tx(self):
@@ -103,14 +115,21 @@ def make_programs(cfg: Config, env: Env | None = None) -> Programs:
     env = envs.make(cfg.env, **{k: getattr(cfg, k) for k in spec.options})
   nets = sac.SACNets.make(env.obs_size, env.action_size, cfg.hidden_sizes, cfg.bias_init,
                           cfg.std_param)
-  return Programs(cfg, env, nets)
+  model = None
+  if cfg.model is not None:
+    from mvelab import models
+    options = {} if cfg.model == "oracle" else dict(
+        hidden_sizes=cfg.model_hidden_sizes, num_members=cfg.model_members,
+        learning_rate=cfg.model_lr, batch_size=cfg.model_batch_size)
+    model = models.make_model(cfg.model, env, **options)
+  return Programs(cfg, env, nets, model)
 
 
 # ------------------------------------------------------------------------------- init
 def init_state(p: Programs, key: jax.Array) -> TrainState:
   """Initial state of one seed."""
   cfg, env = p.cfg, p.env
-  k_net, k_env, k_eval, key = jax.random.split(key, 4)
+  k_net, k_env, k_eval, k_model, key = jax.random.split(key, 5)
   actor_params, critic_params = p.nets.init(k_net, env.obs_size, env.action_size)
   alpha_param = jnp.asarray(math.log(cfg.init_alpha), jnp.float32)
   env_state = jax.vmap(env.reset)(jax.random.split(k_env, cfg.num_envs))
@@ -119,7 +138,9 @@ def init_state(p: Programs, key: jax.Array) -> TrainState:
       jnp.zeros((), jnp.float32), jax.tree.map(lambda x: x[0], env_state))
   return TrainState(
       actor_params=actor_params, critic_params=critic_params,
-      target_critic_params=critic_params, alpha_param=alpha_param,
+      target_critic_params=critic_params, target_actor_params=actor_params,
+      model_state=p.model.init(k_model) if p.model is not None else (),
+      alpha_param=alpha_param,
       actor_opt=p.actor_tx.init(actor_params), critic_opt=p.critic_tx.init(critic_params),
       alpha_opt=p.alpha_tx.init(alpha_param),
       hyper=Hyper(gamma=jnp.float32(cfg.gamma), tau=jnp.float32(cfg.tau),
@@ -133,8 +154,13 @@ def init_state(p: Programs, key: jax.Array) -> TrainState:
 
 
 # ---------------------------------------------------------------------------- acting
-def collect(p: Programs, state: TrainState, random_actions: bool) -> TrainState:
-  """One vectorised environment step with the behaviour policy; stores the transitions."""
+def collect(p: Programs, state: TrainState, random_actions: bool
+            ) -> tuple[TrainState, replay_lib.Transition]:
+  """One vectorised environment step with the behaviour policy; stores the transitions.
+
+  SAC acts with its stochastic policy; DDPG with ``tanh(loc + noise * eps)`` (noise before
+  the tanh, as in the reference code) and stores log-prob 0 (no density).
+  """
   env, n = p.env, p.cfg.num_envs
   key, k_act = jax.random.split(state.key)
   obs_tm1 = state.env_state.obs
@@ -142,6 +168,12 @@ def collect(p: Programs, state: TrainState, random_actions: bool) -> TrainState:
     action = jax.random.uniform(k_act, (n, env.action_size), jnp.float32, -1.0, 1.0)
     # Density of U(-1, 1)^A: 2^-A.
     log_prob = jnp.full((n,), -env.action_size * math.log(2.0), jnp.float32)
+  elif p.deterministic:
+    norm_obs = normalization.normalize(state.obs_stats, obs_tm1)
+    loc, _ = p.nets.dist(state.actor_params, norm_obs)
+    noise = p.cfg.exploration_noise * jax.random.normal(k_act, loc.shape, jnp.float32)
+    action = jnp.tanh(loc + noise)
+    log_prob = jnp.zeros((n,), jnp.float32)
   else:
     norm_obs = normalization.normalize(state.obs_stats, obs_tm1)
     action, log_prob = p.nets.sample(state.actor_params, norm_obs, k_act)
@@ -151,7 +183,7 @@ def collect(p: Programs, state: TrainState, random_actions: bool) -> TrainState:
       key=key, env_state=env_state,
       replay=replay_lib.add(state.replay, transition),
       obs_stats=normalization.update(state.obs_stats, obs_tm1),
-      env_steps=state.env_steps + n)
+      env_steps=state.env_steps + n), transition
 
 
 def prefill(p: Programs, state: TrainState) -> TrainState:
@@ -159,64 +191,152 @@ def prefill(p: Programs, state: TrainState) -> TrainState:
   iters = p.cfg.warmup_steps // p.cfg.num_envs
 
   def body(s, _):
-    return collect(p, s, random_actions=True), None
+    return collect(p, s, random_actions=True)[0], None
 
   return jax.lax.scan(body, state, None, length=iters)[0]
 
 
 # --------------------------------------------------------------------------- learning
 def update(p: Programs, state: TrainState, key: jax.Array) -> tuple[TrainState, dict]:
-  """One SAC gradient update of critics, actor and temperature.
+  """One gradient update of critics, actor and temperature (SAC or DDPG, any expansion).
 
-  All three losses are computed from the same pre-update state, then the three Adam
-  steps are applied, then the target critics are Polyak-averaged.
+  All losses are computed from the same pre-update state, then the Adam steps are
+  applied, then the target networks are Polyak-averaged.
   """
   cfg, nets, hp = p.cfg, p.nets, state.hyper
-  k_batch, k_target, k_actor = jax.random.split(key, 3)
-  batch = replay_lib.sample(state.replay, k_batch, cfg.batch_size)
-  obs_tm1 = normalization.normalize(state.obs_stats, batch.obs_tm1)
-  obs_t = normalization.normalize(state.obs_stats, batch.obs_t)
-  alpha = sac.alpha_value(state.alpha_param, cfg.alpha_param)
+  k_batch, k_target, k_actor, k_roll = jax.random.split(key, 4)
+  stats, det, horizon = state.obs_stats, p.deterministic, cfg.horizon
+  if cfg.expansion == "retrace":
+    window = replay_lib.sample_windows(state.replay, k_batch, cfg.batch_size, horizon + 1)
+    batch = jax.tree.map(lambda x: x[:, 0], window)
+  else:
+    batch = replay_lib.sample(state.replay, k_batch, cfg.batch_size)
+  obs_tm1 = normalization.normalize(stats, batch.obs_tm1)
+  alpha = jnp.float32(0.0) if det else sac.alpha_value(state.alpha_param, cfg.alpha_param)
+  # SAC's target policy is the current policy (tau_pi = 1); DDPG has a target actor.
+  target_actor = state.target_actor_params if det else state.actor_params
 
-  # ALGO LOGIC: critic target (the seam where value expansion plugs in).
-  v_t = sac.soft_value(nets, state.actor_params, state.target_critic_params, alpha, obs_t,
-                       k_target)
-  target = sac.sac_target(batch.reward_t, batch.terminated_t, v_t, hp.gamma)
+  # ALGO LOGIC: the critic target. Every variant goes through the one target operator.
+  weights = None
+  critic_obs, critic_action = obs_tm1, batch.action_tm1
+  if cfg.expansion == "critic":
+    policy_fn = xp.make_policy_fn(nets, target_actor, stats, det)
+    roll = lambda k: p.model.rollout(state.model_state, stats, batch.obs_t, batch.sim_t,
+                                     policy_fn, k, horizon)
+    args = (nets, target_actor, state.target_critic_params, alpha, stats, batch)
+    if cfg.tdk:
+      tdk = xp.tdk_targets(*args, roll(k_roll), k_target, hp.gamma, cfg.lam, det)
+      flat = lambda x: x.reshape((-1,) + x.shape[2:])
+      critic_obs = normalization.normalize(stats, flat(tdk.obs))
+      critic_action, target, weights = flat(tdk.action), flat(tdk.target), flat(tdk.mask)
+    elif cfg.particles > 1:
+      rollouts = jax.vmap(roll)(jax.random.split(k_roll, cfg.particles))
+      target = xp.critic_expansion_target_particles(*args, rollouts, k_target, hp.gamma,
+                                                    cfg.lam, det)
+    else:
+      target = xp.critic_expansion_target(*args, roll(k_roll), k_target, hp.gamma, cfg.lam,
+                                          det)
+  elif cfg.expansion == "retrace":
+    target = xp.retrace_target(nets, target_actor, state.target_critic_params, alpha, stats,
+                               window, k_target, hp.gamma, cfg.lam, det)
+  elif det:
+    target = xp.ddpg_critic_target(nets, target_actor, state.target_critic_params, stats,
+                                   batch, hp.gamma)
+  else:
+    obs_t = normalization.normalize(stats, batch.obs_t)
+    v_t = sac.soft_value(nets, state.actor_params, state.target_critic_params, alpha, obs_t,
+                         k_target)
+    target = sac.sac_target(batch.reward_t, batch.terminated_t, v_t, hp.gamma)
 
   (c_loss, q_mean), c_grad = jax.value_and_grad(sac.critic_loss, has_aux=True)(
-      state.critic_params, nets, obs_tm1, batch.action_tm1, target)
-  (a_loss, log_prob), a_grad = jax.value_and_grad(sac.actor_loss, has_aux=True)(
-      state.actor_params, nets, state.critic_params, alpha, obs_tm1, k_actor)
-  al_loss, al_grad = jax.value_and_grad(sac.alpha_loss)(
-      state.alpha_param, log_prob, hp.target_entropy, cfg.alpha_param)
+      state.critic_params, nets, critic_obs, critic_action, target, weights)
+
+  # ALGO LOGIC: the actor loss (actor expansion differentiates through the rollout).
+  if cfg.expansion == "actor":
+    rollout_fn = lambda policy_fn, k: p.model.rollout(
+        state.model_state, stats, batch.obs_tm1, batch.sim_tm1, policy_fn, k, horizon)
+    (a_loss, log_prob), a_grad = jax.value_and_grad(xp.actor_expansion_loss, has_aux=True)(
+        state.actor_params, nets, state.critic_params, alpha, stats, rollout_fn,
+        batch.obs_tm1, k_actor, horizon, hp.gamma, det)
+  elif det:
+    (a_loss, log_prob), a_grad = jax.value_and_grad(xp.ddpg_actor_loss, has_aux=True)(
+        state.actor_params, nets, state.critic_params, stats, batch.obs_tm1)
+  else:
+    (a_loss, log_prob), a_grad = jax.value_and_grad(sac.actor_loss, has_aux=True)(
+        state.actor_params, nets, state.critic_params, alpha, obs_tm1, k_actor)
 
   c_upd, critic_opt = p.critic_tx.update(c_grad, state.critic_opt, state.critic_params)
   critic_params = optax.apply_updates(state.critic_params, c_upd)
   a_upd, actor_opt = p.actor_tx.update(a_grad, state.actor_opt, state.actor_params)
   actor_params = optax.apply_updates(state.actor_params, a_upd)
-  al_upd, alpha_opt = p.alpha_tx.update(al_grad, state.alpha_opt, state.alpha_param)
-  alpha_param = optax.apply_updates(state.alpha_param, al_upd)
+  if det:  # DDPG: alpha = 0 and fixed; a real target actor.
+    alpha_param, alpha_opt = state.alpha_param, state.alpha_opt
+    target_actor_params = sac.polyak(state.target_actor_params, actor_params, hp.tau)
+  else:
+    al_grad = jax.grad(sac.alpha_loss)(state.alpha_param, log_prob, hp.target_entropy,
+                                       cfg.alpha_param)
+    al_upd, alpha_opt = p.alpha_tx.update(al_grad, state.alpha_opt, state.alpha_param)
+    alpha_param = optax.apply_updates(state.alpha_param, al_upd)
+    target_actor_params = state.target_actor_params
   target_critic_params = sac.polyak(state.target_critic_params, critic_params, hp.tau)
 
   metrics = dict(critic_loss=c_loss, actor_loss=a_loss, alpha=alpha,
-                 entropy=-jnp.mean(log_prob), q_mean=q_mean)
+                 entropy=-jnp.mean(log_prob), q_mean=q_mean,
+                 target_mean=jnp.mean(target) if weights is None else
+                 jnp.sum(target * weights) / jnp.sum(weights))
   state = state.replace(
       actor_params=actor_params, critic_params=critic_params,
-      target_critic_params=target_critic_params, alpha_param=alpha_param,
-      actor_opt=actor_opt, critic_opt=critic_opt, alpha_opt=alpha_opt,
-      updates=state.updates + 1)
+      target_critic_params=target_critic_params, target_actor_params=target_actor_params,
+      alpha_param=alpha_param, actor_opt=actor_opt, critic_opt=critic_opt,
+      alpha_opt=alpha_opt, updates=state.updates + 1)
   return state, metrics
+
+
+def train_model(p: Programs, state: TrainState, num_updates) -> tuple[TrainState, jax.Array]:
+  """``num_updates`` learned-model updates on uniform replay batches; mean model loss.
+
+  ``num_updates`` may be traced (the 'paper' schedule depends on the buffer size).
+  """
+  key, k = jax.random.split(state.key)
+
+  def body(i, carry):
+    model_state, total = carry
+    k_batch, k_upd = jax.random.split(jax.random.fold_in(k, i))
+    batch = replay_lib.sample(state.replay, k_batch, p.cfg.model_batch_size)
+    model_state, m = p.model.update(model_state, state.obs_stats, batch, k_upd)
+    return model_state, total + m["model_loss"]
+
+  model_state, total = jax.lax.fori_loop(0, num_updates, body,
+                                         (state.model_state, jnp.float32(0.0)))
+  mean_loss = total / jnp.maximum(num_updates, 1)
+  return state.replace(model_state=model_state, key=key), mean_loss
+
+
+def _model_updates_per_iteration(p: Programs, state: TrainState):
+  """Model updates after one vectorised environment step."""
+  if p.cfg.model_schedule == "paper":
+    # One epoch over the buffer per environment step: floor(stored / batch) updates.
+    stored = state.replay.size * p.cfg.num_envs
+    return stored // p.cfg.model_batch_size
+  return p.cfg.model_updates_per_step * p.cfg.num_envs
 
 
 def train_iteration(p: Programs, state: TrainState, _=None) -> tuple[TrainState, dict]:
   """Collect one vectorised step, then ``num_envs * updates_per_step`` updates."""
-  state = collect(p, state, random_actions=False)
+  state, transition = collect(p, state, random_actions=False)
+  model_metrics = {}
+  if p.learned_model:
+    # Held-out model error: the new transitions have not been trained on yet.
+    err = p.model.prediction_error(state.model_state, state.obs_stats, transition)
+    state, model_loss = train_model(p, state, _model_updates_per_iteration(p, state))
+    model_metrics = dict(model_loss=model_loss, model_obs_mse=err["obs_mse"],
+                         model_reward_mse=err["reward_mse"])
   key, k_upd = jax.random.split(state.key)
   state = state.replace(key=key)
   n_updates = p.cfg.num_envs * p.cfg.updates_per_step
   state, metrics = jax.lax.scan(functools.partial(update, p), state,
                                 jax.random.split(k_upd, n_updates))
-  metrics = jax.tree.map(jnp.mean, metrics)
+  metrics = {**jax.tree.map(jnp.mean, metrics), **model_metrics}
   return _check_divergence(state, metrics), metrics
 
 
@@ -259,7 +379,7 @@ def evaluate(p: Programs, state: TrainState) -> tuple[jax.Array, jax.Array]:
   def body(carry, i):
     es, ret, alive = carry
     obs = normalization.normalize(state.obs_stats, es.obs)
-    if cfg.eval_deterministic:
+    if cfg.eval_deterministic or p.deterministic:
       action = nets.mode(state.actor_params, obs)
     else:
       action, _ = nets.sample(state.actor_params, obs, jax.random.fold_in(sample_key, i))
@@ -290,18 +410,29 @@ def _with_eval(p: Programs, state: TrainState, metrics: dict) -> tuple[TrainStat
   return state, metrics
 
 
-_NAN_LEARNING = dict(critic_loss=jnp.nan, actor_loss=jnp.nan, alpha=jnp.nan,
-                     entropy=jnp.nan, q_mean=jnp.nan)
+#: Metrics of a chunk; those that do not apply (no update yet, no learned model) are NaN
+#: and written as empty cells.
+CHUNK_METRICS = ("critic_loss", "actor_loss", "alpha", "entropy", "q_mean", "target_mean",
+                 "model_loss", "model_obs_mse", "model_reward_mse")
 
 
 def start(p: Programs, key: jax.Array) -> tuple[TrainState, dict]:
   """Initialise, prefill and evaluate the untrained policy (the first metrics row)."""
   state = prefill(p, init_state(p, key))
-  state, metrics = _with_eval(p, state, {"alpha": sac.alpha_value(state.alpha_param,
-                                                                  p.cfg.alpha_param)})
-  # No update has happened yet: learning metrics are missing, not non-finite.
-  return state, {**{k: jnp.float32(v) for k, v in _NAN_LEARNING.items() if k != "alpha"},
-                 **metrics}
+  metrics = {"alpha": jnp.float32(0.0) if p.deterministic else
+             sac.alpha_value(state.alpha_param, p.cfg.alpha_param)}
+  if p.learned_model:
+    cfg = p.cfg
+    n = (200 * cfg.warmup_steps // cfg.model_batch_size if cfg.model_schedule == "paper"
+         else cfg.model_warmup_updates)
+    state, metrics["model_loss"] = train_model(p, state, n)
+  state, metrics = _with_eval(p, state, metrics)
+  return state, _fill(metrics)
+
+
+def _fill(metrics: dict) -> dict:
+  """Adds the chunk metrics that do not apply as NaN (missing, not non-finite)."""
+  return {**{k: jnp.float32(jnp.nan) for k in CHUNK_METRICS}, **metrics}
 
 
 def train_chunk(p: Programs, state: TrainState) -> tuple[TrainState, dict]:
@@ -309,7 +440,7 @@ def train_chunk(p: Programs, state: TrainState) -> tuple[TrainState, dict]:
   iters = p.cfg.eval_every // p.cfg.num_envs
   new_state, metrics = jax.lax.scan(functools.partial(train_iteration, p), state, None,
                                     length=iters)
-  new_state, metrics = _with_eval(p, new_state, jax.tree.map(jnp.mean, metrics))
+  new_state, metrics = _with_eval(p, new_state, _fill(jax.tree.map(jnp.mean, metrics)))
   # A seed that had diverged before this chunk stays frozen at its last state (its
   # vmapped lane still computes, but nothing it computes is kept).
   new_state = jax.tree.map(lambda old, new: jnp.where(state.diverged, old, new), state,
