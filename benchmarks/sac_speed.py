@@ -6,7 +6,7 @@ share the machine state):
 
 1. **mvelab SAC** (``mvelab.runner.run_seeds``, the code path behind ``mvelab.train``) on
    ``pendulum`` (pure JAX) and Brax ``inverted_pendulum`` (mvelab's Brax wrapper on
-   ``--brax-backend``, default ``mvelab.envs.registry.DEFAULT_BRAX_BACKEND`` = spring), at
+   ``--brax-backend``, default: mvelab's default for inverted_pendulum, generalized), at
    UTD 1, networks (256, 256), batch 256, num_envs 1, for
 
    * 1 seed, in this process;
@@ -607,7 +607,7 @@ def parse_args(argv=None):
   ap.add_argument("--brax-backend", default=None,
                   choices=("spring", "generalized", "positional", "mjx"),
                   help="physics backend of inverted_pendulum for mvelab AND Brax SAC "
-                       "(default: mvelab's DEFAULT_BRAX_BACKEND, spring)")
+                       "(default: mvelab's default for inverted_pendulum, generalized)")
   ap.add_argument("--parts", default=",".join(PARTS),
                   help=f"comma-separated subset of {','.join(PARTS)}")
   ap.add_argument("--peak-size", type=int, default=2048, help="matmul size for the peak")
@@ -640,7 +640,7 @@ def main(argv=None) -> int:
   args = parse_args(argv)
   warnings.filterwarnings("ignore")
   from mvelab import envs as mv_envs
-  backend = args.brax_backend or mv_envs.registry.DEFAULT_BRAX_BACKEND
+  backend = args.brax_backend or mv_envs.ENVS["inverted_pendulum"].options["backend"]
   envs_ = [e.strip() for e in args.envs.split(",") if e.strip()]
   for e in envs_:
     if e not in mv_envs.ENVS:

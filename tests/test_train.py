@@ -97,3 +97,19 @@ def test_pendulum_learns():
   finals = [rows[-1]["eval_return"] for rows in per_seed.values()]
   assert min(best_late) > -750, best_late
   assert np.median(finals) > -600, finals
+
+
+def test_train_scan_is_the_same_run_as_one_program(three_seeds):
+  """``train_scan`` (the whole run as one program) matches the chunked host loop."""
+  import jax
+  from mvelab import config as config_lib
+  from mvelab import program as P
+  _, chunked = three_seeds
+  p = P.make_programs(config_lib.resolve(TINY))
+  _, metrics = jax.jit(lambda k: P.train_scan(p, k, config_lib.num_chunks(p.cfg)))(
+      jax.random.PRNGKey(2))
+  ref = _by_seed(chunked.rows)[2]
+  assert [int(s) for s in metrics["env_steps"]] == [r["env_steps"] for r in ref]
+  for k in METRICS:
+    np.testing.assert_allclose(np.asarray(metrics[k]), [r[k] for r in ref], rtol=2e-2,
+                               atol=2e-2, err_msg=k)

@@ -29,21 +29,27 @@ tested in ``tests/test_brax_envs.py`` against brax's own rollouts). Per backend:
 * ``mjx``: ``qpos``, ``qvel``, ``qacc_warmstart [nv]`` and ``x_pos0 [3]``, the root body
   position as brax reports it in ``pipeline_state.x.pos[0]``. MJX computes ``x`` before
   integrating, so it lags ``qpos`` by one substep; brax's forward reward (and the
-  hopper/walker2d torso height in the obs) read it, so it must be kept. Restored by
-  ``pipeline_init(qpos, qvel)`` with the stored warm start and root position.
+  hopper/walker2d torso height in the obs) read it, so it must be kept. ``mjx.step``
+  recomputes every other field from these, so they are restored into a zero template of
+  the pipeline state (no ``mjx.forward`` in the restore).
 * ``spring`` / ``positional``: ``x_i_pos [L, 3]``, ``x_i_rot [L, 4]``, ``xd_i_ang [L, 3]``,
   ``xd_i_vel [L, 3]`` (the ``L`` links' centre-of-mass poses and velocities in the world
   frame: what these maximal-coordinate integrators integrate) plus ``q``, ``qd``. (q, qd)
   alone is NOT enough: joints are soft, so reduced coordinates do not determine the
-  state (errors 0.04-6). ``q, qd`` are themselves a function of ``x_i, xd_i`` after a
-  step, but recomputing them (``kinematics.inverse``) costs more compile time (2-5 s per
-  call site) than the 2 x q_size floats they take, and keeping them makes reset
-  observations bit-identical to brax's. The rest of the pipeline state is recomputed
+  state (next-obs errors 0.04-25, shared/reference/measurements.md section 2).
+  ``q, qd`` are themselves a function of ``x_i, xd_i`` after a step, but recomputing them
+  (``kinematics.inverse``) costs more compile time (2-5 s per call site) than the
+  2 x q_size floats they take, and keeping them keeps brax's sampled reset coordinates. The rest of the pipeline state is recomputed
   exactly as brax's step recomputes it at its end (``com.to_world``,
   ``kinematics.world_to_joint``); masses are constants and inverse inertias are
-  recomputed by the step itself.
+  recomputed by the step itself. One caveat: brax's *reset* computes the world poses by
+  forward kinematics rather than from the COM poses, so the restored initial state
+  differs from brax's by float32 rounding (< 1e-7); our env starts from the restored one.
+  The dynamics from there on are brax's, bit for bit in the tests, but chaotic envs
+  amplify even that initial rounding (halfcheetah: 1e-8 -> O(1) in about 20 steps), so
+  rollouts of this env and of brax from the "same" reset do not stay equal.
 
-Sizes (floats per sim) are listed by ``benchmarks/env_cost.py``; e.g. hopper: 52
+Sizes (floats per sim) are listed by ``benchmarks/env_cost.py``; e.g. hopper: 64
 (spring/positional), 48 (generalized), 21 (mjx), versus 228-1144 for the full state.
 
 Non-finite physics
@@ -70,7 +76,7 @@ import jax
 import jax.numpy as jnp
 
 from mvelab.envs.base import Env, tree_select
-from mvelab.errors import ConfigError, check_choice, check_positive
+from mvelab.errors import check_choice, check_positive
 
 # Brax warns on every model load that it is unmaintained, jaxopt that it is deprecated,
 # and mujoco.mjx prints "Failed to import warp" on import: keep all of that quiet.
