@@ -10,7 +10,10 @@ Columns:
   B/transition bytes of one replay transition in float32: obs + next_obs + action +
                reward + 2 flags (terminated, truncated) + logprob + 2 sims.
   step ms      one jitted ``vmap(env.step)`` at ``--batch`` (median of ``--repeats``
-               calls after compiling), with its compile time.
+               calls after compiling), with its compile time. It includes the time
+               limit and the auto-reset (an ``init_sim`` for every row, every step).
+  brax ms      brax's own ``vmap(brax_env.step)`` on full pipeline states, for reference
+               (no restore from the minimal sim, no time limit, no reset).
   H<h> ms      one jitted oracle rollout: ``--batch`` start states, a 2x64 tanh MLP policy
                (tanh output), ``lax.scan`` of ``env.simulate`` over ``h`` steps with a
                running ``alive`` mask and discounted return (median of ``--repeats``
@@ -96,9 +99,11 @@ def measure(name: str, backend: str, batch: int, horizons: list[int], repeats: i
   transition_floats = 2 * env.obs_size + env.action_size + 1 + 2 + 1 + 2 * sim_floats
   actions = jax.random.uniform(key, (batch, env.action_size), minval=-1.0, maxval=1.0)
   step_compile, step_ms = timed(jax.vmap(env.step), states, actions, repeats=repeats)
+  brax_states = jax.jit(jax.vmap(env.brax_env.reset))(jax.random.split(key, batch))
+  _, brax_ms = timed(jax.vmap(env.brax_env.step), brax_states, actions, repeats=repeats)
   row = dict(env=name, backend=backend, obs=env.obs_size, act=env.action_size,
              sim_floats=sim_floats, bytes=4 * transition_floats, step_ms=step_ms,
-             step_compile=step_compile)
+             step_compile=step_compile, brax_ms=brax_ms)
   params = init_policy(jax.random.PRNGKey(1), env.obs_size, env.action_size)
   for h in horizons:
     c, ms = timed(make_rollout(env, h), params, states.sim, repeats=max(3, repeats // 2))
@@ -120,14 +125,15 @@ def main(argv=None) -> None:
 
   print(f"# jax {jax.__version__} on {jax.devices()[0].platform}, {os.cpu_count()} CPUs, "
         f"backend={args.backend}, batch={args.batch}, load avg {os.getloadavg()[0]:.1f}")
-  head = (f"| {'env':24s} | obs | act | sim floats | B/transition | step ms (compile s) | "
+  head = (f"| {'env':24s} | obs | act | sim floats | B/transition | step ms (compile s) | brax ms | "
           + " | ".join(f"H{h} ms (compile s)" for h in horizons) + " |")
   print(head)
-  print("|" + "|".join("-" * (len(c) + 0) for c in head.split("|")[1:-1]) + "|")
+  print("|" + "|".join("-" * len(c) for c in head.split("|")[1:-1]) + "|")
   for name in names:
     r = measure(name, args.backend, args.batch, horizons, args.repeats)
     cells = [f"{r['env']:24s}", f"{r['obs']:3d}", f"{r['act']:3d}", f"{r['sim_floats']:10d}",
-             f"{r['bytes']:12d}", f"{r['step_ms']:8.2f} ({r['step_compile']:5.1f})"]
+             f"{r['bytes']:12d}", f"{r['step_ms']:8.2f} ({r['step_compile']:5.1f})",
+             f"{r['brax_ms']:7.2f}"]
     cells += [f"{r[f'H{h}_ms']:8.1f} ({r[f'H{h}_compile']:5.1f})" for h in horizons]
     print("| " + " | ".join(cells) + " |", flush=True)
 

@@ -21,7 +21,7 @@ random-action warm-up steps, jitted once) gives the replay buffer, observation s
 and parameters that every variant starts from (a learned variant gets a fresh ensemble
 state); the timed program only reads that state (it is not donated or returned, so
 nothing is copied). Each cell is: ahead-of-time compile (reported), one warm call, then
-the median of ``--repeats`` calls, divided by ``--updates``.
+the median (``--stat min``: the minimum) of ``--repeats`` calls, divided by ``--updates``.
 
 What cannot be removed (per env, batch 256, each timed inside a jitted ``lax.scan`` of
 ``--inner`` iterations over different replayed inputs, i.e. without dispatch overhead,
@@ -99,6 +99,11 @@ SMALL_HORIZONS = (0, 1, 3, 5, 10)
 HOPPER_VARIANTS = ("critic-oracle", "critic-learned", "retrace")
 HIDDEN = (256, 256)
 BATCH = 256
+#: Statistic over the timed repeats (``--stat``): the median (default) or the minimum,
+#: which is the more reproducible estimate of the work itself on a machine shared with
+#: other jobs (XLA:CPU's intra-op threads make loaded timings bimodal).
+STATS = {"median": statistics.median, "min": min}
+_stat = statistics.median
 
 
 def _log(msg=""):
@@ -136,7 +141,7 @@ class Cell:
   env: str
   variant: str
   horizon: int
-  ms: float = float("nan")          # median ms per update
+  ms: float = float("nan")          # ms per update (--stat over the repeats)
   ms_all: tuple = ()                # every repeat
   compile_s: float = float("nan")
   error: str = ""
@@ -206,7 +211,7 @@ def time_updates(bench: EnvBench, variant, horizon, n_updates, repeats) -> Cell:
     t0 = time.perf_counter()
     compiled(state, k).block_until_ready()
     times.append((time.perf_counter() - t0) / n_updates * 1e3)
-  cell.ms, cell.ms_all = statistics.median(times), tuple(times)
+  cell.ms, cell.ms_all = _stat(times), tuple(times)
   return cell
 
 
@@ -249,7 +254,7 @@ def _time_fn(fn, xs, repeats):
     t0 = time.perf_counter()
     jax.block_until_ready(call_c(x0))
     call_t.append((time.perf_counter() - t0) * 1e3)
-  return statistics.median(loop_t), statistics.median(call_t), compile_s
+  return _stat(loop_t), _stat(call_t), compile_s
 
 
 def irreducible(bench: EnvBench, inner, repeats, with_ensemble=True) -> dict:
@@ -310,7 +315,8 @@ def env_tables(env_name, backend, cells, irr, horizons, variants) -> str:
   cols = [v for v in variants if v != "sac"]
   sac = by.get(("sac", 0))
   title = env_name + (f" (backend {backend})" if backend else "")
-  out = [f"### {title}: ms per update (median; compile s in parentheses)", ""]
+  out = [f"### {title}: ms per update ({_stat.__name__} of the repeats; compile s in "
+         "parentheses)", ""]
   header = ["H"] + cols + (["sac (H=0)"] if sac else [])
   rows = []
   for h in horizons:
@@ -410,7 +416,10 @@ def parse_args(argv=None):
                   help="every variant and the full horizon set on every env")
   ap.add_argument("--backend", default=None,
                   help="physics backend of brax envs (default: mvelab's, spring)")
-  ap.add_argument("--repeats", type=int, default=5, help="timed calls per cell (median)")
+  ap.add_argument("--repeats", type=int, default=5, help="timed calls per cell")
+  ap.add_argument("--stat", choices=tuple(STATS), default="median",
+                  help="statistic over the repeats: median (default) or min (steadier on "
+                       "a shared machine)")
   ap.add_argument("--updates", type=int, default=20, help="updates per timed call")
   ap.add_argument("--inner", type=int, default=50,
                   help="iterations of the in-loop timing of the irreducible parts")
@@ -438,7 +447,9 @@ def plan(args):
 
 
 def main(argv=None) -> int:
+  global _stat
   args = parse_args(argv)
+  _stat = STATS[args.stat]
   warnings.filterwarnings("ignore")
   import jax
   from mvelab import envs as mv_envs
@@ -489,7 +500,7 @@ def main(argv=None) -> int:
   st, _ = slope_table(cells, irrs, envs_, all_variants)
   total = time.perf_counter() - t_start
   head = (f"Expansion cost: ms per gradient update (1 seed, batch {BATCH}, networks "
-          f"{HIDDEN}, {args.updates} updates per timed call, median of {args.repeats}); "
+          f"{HIDDEN}, {args.updates} updates per timed call, {args.stat} of {args.repeats}); "
           f"jax {jax.__version__}, {platform.processor() or platform.machine()}, "
           f"{os.cpu_count()} cores, load average {load0} at start, {_load()} at end; "
           f"total {total / 60:.1f} min.")

@@ -31,13 +31,15 @@ Every evaluation is ``--eval-episodes`` episodes from fixed initial states with 
 action (default preset). Defaults: 10000 env steps (1000 random warm-up steps, then an
 evaluation every 1000 steps: 10 evaluations after the initial one), networks (128, 128),
 batch 128, UTD 1, 5 seeds on 2 workers, H in {1, 3, 5, 10} for critic expansion and
-{3} for Retrace: 10 configs, about 15-20 min on 2 otherwise idle cores (the long-horizon
-configs cost the most). Everything else is mvelab's default preset.
+{3} for Retrace: 10 configs. Measured: 31.8 min on 2 cores shared with other jobs
+(load average 4-5, each worker at ~55-60 % of a core), i.e. about 18-20 min on 2 idle
+cores. critic-learned costs the most (its model trains every step; H = 10 alone took 7 min
+of the 31.8), SAC the least (1 min). Everything else is mvelab's default preset.
 
 Usage::
 
   .venv/bin/python benchmarks/expansion_returns.py --out expansion_returns.md
-  .venv/bin/python benchmarks/expansion_returns.py --quick          # tiny, ~1-2 min
+  .venv/bin/python benchmarks/expansion_returns.py --quick          # tiny, ~2-4 min
   .venv/bin/python benchmarks/expansion_returns.py --steps 20000 --horizons 1,5 \\
       --variants sac,critic-oracle --seeds 3 --hidden 256,256
 """
@@ -60,10 +62,10 @@ VARIANTS = {
     "critic-learned": dict(expansion="critic", model="learned"),
     "retrace": dict(expansion="retrace", model=None),
 }
-#: Rough cost of one config relative to SAC, for the ETA only (measured on 2 cores with
-#: the defaults; the learned model adds its training, every H adds a rollout step).
-COST_PER_H = {"sac": 0.0, "critic-oracle": 0.2, "critic-learned": 0.25, "retrace": 0.15}
-COST_BASE = {"sac": 1.0, "critic-oracle": 1.1, "critic-learned": 1.6, "retrace": 1.0}
+#: Rough wall time of one config relative to SAC, for the ETA only (from the default run
+#: on 2 shared cores: the learned model adds its training, every H adds a rollout step).
+COST_PER_H = {"sac": 0.0, "critic-oracle": 0.15, "critic-learned": 0.35, "retrace": 0.15}
+COST_BASE = {"sac": 1.0, "critic-oracle": 1.5, "critic-learned": 3.4, "retrace": 1.5}
 
 
 def _log(msg=""):

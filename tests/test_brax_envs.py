@@ -361,7 +361,6 @@ def test_termination_fn_thresholds():
 
 
 def test_module_quiets_brax_warnings():
-  import warnings
   with warnings.catch_warnings(record=True) as caught:
     warnings.simplefilter("always")
     BraxEnv("inverted_pendulum", backend="generalized")

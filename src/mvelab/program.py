@@ -349,12 +349,16 @@ def _first_nonfinite(named: list) -> jax.Array:
   return code
 
 
-def _check_divergence(state: TrainState, metrics: dict, extra: tuple = ()) -> TrainState:
-  """Marks the seed diverged (once) if a loss, a parameter or ``extra`` is non-finite."""
-  params_ok = jnp.all(jnp.stack([jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves(
-      (state.actor_params, state.critic_params, state.alpha_param))]))
+def _check_divergence(state: TrainState, metrics: dict, extra: tuple = (),
+                      check_params: bool = False) -> TrainState:
+  """Marks the seed diverged (once) if a loss, ``extra`` or (optionally) a parameter is
+  non-finite. Losses are checked after every iteration (scalars, free); parameters at the
+  end of every chunk (a non-finite parameter makes the next losses non-finite anyway)."""
   named = [(k, metrics[k]) for k in DIVERGENCE_CODES if k in metrics]
-  named.append(("parameters", jnp.where(params_ok, 0.0, jnp.nan)))
+  if check_params:
+    params_ok = jnp.all(jnp.stack([jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves(
+        (state.actor_params, state.critic_params, state.alpha_param))]))
+    named.append(("parameters", jnp.where(params_ok, 0.0, jnp.nan)))
   named.extend(extra)
   code = _first_nonfinite(named)
   new = jnp.logical_and(code > 0, jnp.logical_not(state.diverged))
@@ -401,7 +405,7 @@ def _with_eval(p: Programs, state: TrainState, metrics: dict) -> tuple[TrainStat
   diverged on; ``diverged``, ``diverged_step`` and ``diverged_what`` say when and why.
   """
   ret, ret_std = evaluate(p, state)
-  state = _check_divergence(state, metrics, (("eval_return", ret),))
+  state = _check_divergence(state, metrics, (("eval_return", ret),), check_params=True)
   metrics = dict(metrics, eval_return=ret, eval_return_std=ret_std)
   metrics = {k: jnp.where(state.diverged, jnp.nan, v) for k, v in metrics.items()}
   metrics.update(diverged=state.diverged, diverged_step=state.diverged_step,

@@ -534,6 +534,8 @@ def _run_workers(cfg, groups, handle, run_kwargs):
         error = error or payload
       else:
         handle(kind, group, payload)
+        if kind == "diverged":  # stop_on_divergence: end the other workers too
+          break
   finally:
     for proc in procs:
       if proc.is_alive():
