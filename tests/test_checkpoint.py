@@ -121,13 +121,13 @@ def test_round_trip_bit_exact(tmp_path):
 
 def test_round_trip_real_train_state_structure(tmp_path):
   """The real TrainState (shapes from eval_shape, random contents) round-trips exactly."""
-  from mvelab import config, train
+  from mvelab import config, program
   cfg = config.resolve(config.Config(env="pendulum", hidden_sizes=(16, 16), num_envs=2, batch_size=4,
                                      warmup_steps=4, eval_every=4, total_steps=8,
                                      replay_capacity=64))
-  p = train.make_programs(cfg)
+  p = program.make_programs(cfg)
   keys = jax.random.split(jax.random.PRNGKey(0), 2)
-  shapes = jax.eval_shape(jax.vmap(lambda k: train.init_state(p, k)), keys)
+  shapes = jax.eval_shape(jax.vmap(lambda k: program.init_state(p, k)), keys)
   rng = np.random.default_rng(1)
   leaves, treedef = jax.tree_util.tree_flatten(shapes)
   vals = [jnp.asarray(rng.integers(0, 256, s.size * np.dtype(s.dtype).itemsize, np.uint8)
@@ -136,7 +136,7 @@ def test_round_trip_real_train_state_structure(tmp_path):
   state = jax.tree_util.tree_unflatten(treedef, vals)
   checkpoint.save(str(tmp_path), 5, state)
   step, restored, _ = checkpoint.restore(str(tmp_path), shapes)
-  assert step == 5 and isinstance(restored, train.TrainState)
+  assert step == 5 and isinstance(restored, program.TrainState)
   assert_bit_identical(restored, state)
 
 

@@ -17,11 +17,11 @@ from mvelab import runner
 from mvelab.config import Config
 
 ARGS = ["--env", "pendulum", "--seeds", "2", "--hidden_sizes", "16", "16", "--batch_size",
-        "32", "--warmup_steps", "100", "--eval_every", "100", "--steps", "1500",
+        "32", "--warmup_steps", "100", "--eval_every", "100", "--steps", "4100",
         "--eval_episodes", "2", "--replay_capacity", "2000", "--workers", "1",
         "--checkpoint_every", "2", "--quiet"]
 CFG = Config(env="pendulum", num_seeds=2, hidden_sizes=(16, 16), batch_size=32,
-             warmup_steps=100, eval_every=100, total_steps=1500, eval_episodes=2,
+             warmup_steps=100, eval_every=100, total_steps=4100, eval_episodes=2,
              replay_capacity=2000)
 
 

@@ -45,10 +45,10 @@ BRAX_BACKENDS = ("spring", "positional", "generalized", "mjx")
 #: Default physics backend for locomotion: spring, the fastest with contacts on CPU
 #: (measurements.md §2: hopper 256 x 30-step rollout 85 ms vs 589 ms generalized).
 DEFAULT_BRAX_BACKEND = "spring"
-#: The pendulums default to generalized: exact restore from (q, qd, mass_mx_inv), cheap,
-#: and the physics Brax's own SAC solves. On spring (soft joints) the inverted pendulum is
-#: a different, much harder system: mvelab SAC reached a return of ~90 in 20k steps there,
-#: versus 1000 by 8k steps on generalized (README, "Results").
+#: The pendulums default to generalized: the physics Brax's own SAC is known to solve.
+#: On spring the inverted pendulum is a different system (soft joints, and a 0.02 s agent
+#: step instead of 0.04 s, so 1000 steps cover half the time): mvelab SAC reached a return
+#: of ~90 in 20k steps there, versus 1000 by 8k steps on generalized (README, "Results").
 PENDULUM_BRAX_BACKEND = "generalized"
 
 ENVS: dict[str, EnvSpec] = {}
