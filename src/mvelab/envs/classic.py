@@ -51,12 +51,21 @@ def quadratic_tolerance(x: Array, margin: float) -> Array:
   return jnp.maximum(0.0, 1.0 - jnp.square(x / margin))
 
 
-def _check_options(action_repeat: int, episode_length: int) -> None:
-  check_positive("action_repeat", action_repeat)
-  check_positive("episode_length", episode_length)
+class _ClassicEnv(Env):
+  """Shared constructor of the pure-JAX environments (validated options)."""
+
+  default_episode_length: int
+
+  def __init__(self, action_repeat: int = 1, episode_length: int | None = None):
+    if episode_length is None:
+      episode_length = self.default_episode_length
+    check_positive("action_repeat", action_repeat)
+    check_positive("episode_length", episode_length)
+    self.action_repeat = action_repeat
+    self.episode_length = episode_length
 
 
-class Pendulum(Env):
+class Pendulum(_ClassicEnv):
   """Gymnasium ``Pendulum-v1`` swing-up, reproduced exactly in JAX.
 
   Physics: ``g = 10``, ``m = 1``, ``l = 1``, ``dt = 0.05``, speed clipped to ``[-8, 8]``,
@@ -88,10 +97,7 @@ class Pendulum(Env):
   max_speed = 8.0
   max_torque = 2.0
 
-  def __init__(self, action_repeat: int = 1, episode_length: int = 200):
-    _check_options(action_repeat, episode_length)
-    self.action_repeat = action_repeat
-    self.episode_length = episode_length
+  default_episode_length = 200
 
   def init_sim(self, key: Array) -> Array:
     """Returns float32 ``[2]`` ``[th, thdot]`` with ``th ~ U(-pi, pi)``, ``thdot ~ U(-1, 1)``."""
@@ -136,7 +142,7 @@ class Pendulum(Env):
     return jnp.zeros(jnp.shape(next_obs)[:-1], bool)
 
 
-class CartpoleSwingup(Env):
+class CartpoleSwingup(_ClassicEnv):
   """Cartpole swing-up: the pole starts hanging down; swing it up and balance it.
 
   Physics: the classic Barto / Gymnasium ``CartPole`` equations of motion with gravity
@@ -186,10 +192,7 @@ class CartpoleSwingup(Env):
   substeps = 4
   x_threshold = 2.4
 
-  def __init__(self, action_repeat: int = 1, episode_length: int = 500):
-    _check_options(action_repeat, episode_length)
-    self.action_repeat = action_repeat
-    self.episode_length = episode_length
+  default_episode_length = 500
 
   def init_sim(self, key: Array) -> Array:
     """Returns float32 ``[4]`` ``[x, theta, x_dot, theta_dot]`` near the hanging rest state."""
