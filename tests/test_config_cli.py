@@ -73,6 +73,7 @@ def _mvelab(*args, cwd=None):
     (["train", "--horizon", "3"], "horizon: expansion=none"),
     (["train", "--expansion", "actor", "--model", "oracle", "--particles", "4"], "particles"),
     (["train", "--exploration_noise", "0.2"], "exploration_noise"),
+    (["train", "--ce_values", "direct"], "ce_values: only used by --expansion critic"),
     (["train", "--agent", "td3"], "td3"),
 ])
 def test_cli_bad_input_exit_2(args, needle, tmp_path):

@@ -42,7 +42,8 @@ KF_NETS = KeyFreeNets.make(OBS, ACT, HIDDEN, bias_init=0.1)
 
 # Jitted entry points (one compile per shape instead of many eager primitive compiles).
 _DET = ("deterministic",)
-CE = jax.jit(expansion.critic_expansion_target, static_argnums=0, static_argnames=_DET)
+CE = jax.jit(expansion.critic_expansion_target, static_argnums=(0, 9),
+             static_argnames=_DET + ("values",))
 CE_PARTICLES = jax.jit(expansion.critic_expansion_target_particles, static_argnums=0,
                        static_argnames=_DET)
 TDK = jax.jit(expansion.tdk_targets, static_argnums=0, static_argnames=_DET)
@@ -252,6 +253,61 @@ def test_critic_expansion_stochastic_matches_reference_closed_form(setup):
               + np.sum(GAMMA ** np.arange(1, horizon + 1) * (v[:, :horizon] - q), axis=1)
               + GAMMA ** (horizon + 1) * v[:, horizon])
   np.testing.assert_allclose(y, expected, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("lam", [1.0, 0.5])
+def test_critic_expansion_direct_values_closed_form(setup, lam):
+  """values="direct": v_j = Q̄(o'_j, â_{j+1}) − α log π_j for j < H (the rollout's own
+  action and log-prob), a fresh value only at o'_H. With λ = 1 the critic terms cancel:
+  y = r_0 + Σ_{j=1}^H γ^j (r̂_j − α log π_{j−1}) + γ^{H+1} V(o'_H). With λ < 1 the
+  recursion G_j = r_j + γ(v_j − λ q_j + λ G_{j+1}) is checked by hand."""
+  actor, _, target_critic, stats = setup
+  horizon, b = H, B
+  batch = _batch(30, b)
+  rollout = _rollout(31, batch.obs_t, horizon)  # random actions and log-probs
+  y = CE(KF_NETS, actor, target_critic, ALPHA, stats, batch, rollout,
+         jax.random.PRNGKey(0), GAMMA, lam, values="direct")
+  v_last = _value(KF_NETS, actor, target_critic, stats, rollout.obs[:, horizon], ALPHA)
+  rewards = np.concatenate([np.asarray(batch.reward_t)[:, None], rollout.reward], axis=1)
+  lp = np.asarray(rollout.log_prob, np.float64)
+  if lam == 1.0:
+    expected = (_discounted(rewards, GAMMA)
+                - ALPHA * np.sum(GAMMA ** np.arange(1, horizon + 1) * lp, axis=1)
+                + GAMMA ** (horizon + 1) * v_last)
+  else:
+    q = np.stack([_min_q(KF_NETS, target_critic, stats, rollout.obs[:, j],
+                         rollout.action[:, j]) for j in range(horizon)], axis=1)
+    g = rewards[:, horizon] + GAMMA * np.asarray(v_last)
+    for j in range(horizon - 1, -1, -1):
+      v_j = q[:, j] - ALPHA * lp[:, j]
+      g = rewards[:, j] + GAMMA * (v_j - lam * q[:, j] + lam * g)
+    expected = g
+  np.testing.assert_allclose(y, expected, rtol=1e-5, atol=1e-5)
+  # H = 0 is the SAC target for either estimator.
+  empty = _rollout(32, batch.obs_t, 0)
+  key = jax.random.PRNGKey(3)
+  for values in ("direct", "control_variate"):
+    y0 = CE(NETS, actor, target_critic, ALPHA, stats, batch, empty, key, GAMMA, lam,
+            values=values)
+    np.testing.assert_array_equal(
+        y0, _sac_target(NETS, actor, target_critic, ALPHA, stats, batch.reward_t,
+                        batch.terminated_t, batch.obs_t, key))
+
+
+def test_critic_expansion_direct_truncated_and_terminated(setup):
+  """Truncated real transition: c_0 = 0, so y = r_0 + γ(Q̄(o_1, â_1) − α log π_0) (the
+  rollout's first action, no later term). Terminated: y = r_0."""
+  actor, _, target_critic, stats = setup
+  batch = _batch(33, B, truncated=True)
+  rollout = _rollout(34, batch.obs_t, H)
+  rollout = rollout.replace(reward=rollout.reward + 100.0)
+  fn = lambda bt: CE(KF_NETS, actor, target_critic, ALPHA, stats, bt, rollout,
+                     jax.random.PRNGKey(0), GAMMA, values="direct")
+  q0 = _min_q(KF_NETS, target_critic, stats, rollout.obs[:, 0], rollout.action[:, 0])
+  expected = batch.reward_t + GAMMA * (q0 - ALPHA * rollout.log_prob[:, 0])
+  np.testing.assert_allclose(fn(batch), expected, rtol=1e-5, atol=1e-5)
+  terminated = batch.replace(terminated_t=jnp.ones(B, bool), truncated_t=jnp.zeros(B, bool))
+  np.testing.assert_array_equal(fn(terminated), batch.reward_t)
 
 
 def test_imagined_termination_zeroes_later_rewards_and_bootstrap(setup):

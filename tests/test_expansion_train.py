@@ -40,7 +40,8 @@ def test_horizon_zero_is_sac(sac, kw):
          model_members=3, model_warmup_updates=50),
     dict(expansion="actor", model="oracle", horizon=2),
     dict(expansion="retrace", horizon=3, agent="ddpg"),
-], ids=["critic-learned-H2", "actor-oracle-H2", "ddpg-retrace-H3"])
+    dict(expansion="critic", model="oracle", horizon=3, ce_values="direct"),
+], ids=["critic-learned-H2", "actor-oracle-H2", "ddpg-retrace-H3", "critic-oracle-H3-direct"])
 def test_expansion_variants_train_and_log(kw):
   result = _run(**kw)
   last = result.rows[-1]

@@ -108,6 +108,10 @@ class Config:
   """Critic expansion: average the target over this many independent rollouts."""
   tdk: bool = False
   """Critic expansion: also train the critic on the imagined states (TD-k)."""
+  ce_values: Literal["control_variate", "direct"] = "control_variate"
+  """Critic expansion: values of imagined states from a fresh action with the control
+  variate Q(s,ã) − Q(s,â) (the paper's code) or 'direct' from the rollout's own actions
+  (the textbook soft H-step target; no critic call per imagined step, cheaper)."""
   exploration_noise: Optional[float] = None
   """DDPG: std of the Gaussian exploration noise added before the tanh (default 0.1)."""
 
@@ -300,6 +304,9 @@ def _validate_expansion(cfg: Config) -> None:
     raise ConfigError("particles: only used by --expansion critic")
   if cfg.tdk and cfg.expansion != "critic":
     raise ConfigError("tdk: only used by --expansion critic")
+  check_choice("ce_values", cfg.ce_values, ("control_variate", "direct"))
+  if cfg.ce_values != "control_variate" and cfg.expansion != "critic":
+    raise ConfigError("ce_values: only used by --expansion critic")
   if cfg.expansion == "retrace" and cfg.warmup_steps // cfg.num_envs < cfg.horizon + 1:
     raise ConfigError(f"warmup_steps: retrace windows need at least horizon+1="
                       f"{cfg.horizon + 1} steps per environment before learning starts")

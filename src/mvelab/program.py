@@ -225,17 +225,18 @@ def update(p: Programs, state: TrainState, key: jax.Array) -> tuple[TrainState, 
                                      policy_fn, k, horizon)
     args = (nets, target_actor, state.target_critic_params, alpha, stats, batch)
     if cfg.tdk:
-      tdk = xp.tdk_targets(*args, roll(k_roll), k_target, hp.gamma, cfg.lam, det)
+      tdk = xp.tdk_targets(*args, roll(k_roll), k_target, hp.gamma, cfg.lam, det,
+                           cfg.ce_values)
       flat = lambda x: x.reshape((-1,) + x.shape[2:])
       critic_obs = normalization.normalize(stats, flat(tdk.obs))
       critic_action, target, weights = flat(tdk.action), flat(tdk.target), flat(tdk.mask)
     elif cfg.particles > 1:
       rollouts = jax.vmap(roll)(jax.random.split(k_roll, cfg.particles))
       target = xp.critic_expansion_target_particles(*args, rollouts, k_target, hp.gamma,
-                                                    cfg.lam, det)
+                                                    cfg.lam, det, cfg.ce_values)
     else:
       target = xp.critic_expansion_target(*args, roll(k_roll), k_target, hp.gamma, cfg.lam,
-                                          det)
+                                          det, cfg.ce_values)
   elif cfg.expansion == "retrace":
     target = xp.retrace_target(nets, target_actor, state.target_critic_params, alpha, stats,
                                window, k_target, hp.gamma, cfg.lam, det)

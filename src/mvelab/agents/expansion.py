@@ -61,6 +61,9 @@ Array = jax.Array
 #: start observations (``[B, obs]``); used by :func:`actor_expansion_loss`.
 RolloutFn = Callable[[PolicyFn, Array], Rollout]
 
+#: How critic expansion estimates the values v_j of imagined states (critic_expansion_returns).
+CE_VALUES = ("control_variate", "direct")
+
 # The unbatched operator, vmapped over the leading batch axis of all five inputs.
 _batched_returns = jax.vmap(returns.general_off_policy_returns_from_q_and_v)
 
@@ -145,7 +148,8 @@ def _traces(log_pi: Array, log_mu: Array, lam, truncated: Array) -> Array:
 # --------------------------------------------------------------------------- critic expansion
 def critic_expansion_returns(nets: sac.SACNets, actor_params, target_critic_params, alpha,
                              obs_stats, batch, rollout: Rollout, key: Array, gamma,
-                             lam=1.0, deterministic: bool = False) -> Array:
+                             lam=1.0, deterministic: bool = False,
+                             values: str = "control_variate") -> Array:
   """All returns ``G_j [B, H+1]`` of the critic-expansion window (§7.2); see below.
 
   Window layout. ``batch`` holds ``B`` real transitions ``o_0 --a_0--> o_1`` (fields
@@ -182,6 +186,17 @@ def critic_expansion_returns(nets: sac.SACNets, actor_params, target_critic_para
 
   With ``c ≡ 1`` and no termination this is the reference's control-variate target
   ``r_0 + Σ_{j=1}^{H} γ^j r_j + Σ_{j=0}^{H−1} γ^{j+1}(v_j − q_j) + γ^{H+1} v_H``.
+
+  ``values="direct"`` (mvelab's cheaper option, ``Config.ce_values``): for ``j < H`` the
+  value ``v_j`` reuses the rollout's own next action instead of a fresh one,
+  ``v_j = q_j − α·rollout.log_prob[:, j]``, so ``v_j − q_j = −α log π(a_{j+1}|o'_j)``
+  and the critic terms cancel. With ``c ≡ 1`` and no termination the target becomes the
+  textbook soft H-step expansion
+  ``r_0 + Σ_{j=1}^{H} γ^j (r_j − α log π(a_j|o'_{j−1})) + γ^{H+1} v_H``
+  (equal in expectation to the control-variate target, §7.2). Only the fresh value
+  ``v_H`` at the last state and ``q_0`` (read when a truncated real transition sets
+  ``c_0 = 0``) need the critic; with ``λ < 1`` every ``q_j`` is evaluated. The imagined
+  steps therefore cost one policy sample (the rollout's own) and no critic call.
   ``G_j`` (``j ≥ 1``) is the matching target of the imagined pair
   ``(rollout.obs[:, j−1], rollout.action[:, j−1])`` (see :func:`tdk_targets`).
 
@@ -198,11 +213,15 @@ def critic_expansion_returns(nets: sac.SACNets, actor_params, target_critic_para
     gamma: discount ``γ``.
     lam: trace ``λ`` (1 in the paper).
     deterministic: DDPG-style deterministic policy (α unused, log-probs 0).
+    values: "control_variate" (the reference's fresh-action values, above) or "direct"
+      (reuse the rollout's actions; above).
 
   Returns:
     ``[B, H+1]`` float32 returns ``G_j`` (not stop-gradient; see
     :func:`critic_expansion_target`).
   """
+  if values not in CE_VALUES:
+    raise ValueError(f"values: must be one of {CE_VALUES}, got {values!r}")
   b, horizon = rollout.reward.shape
   chex.assert_shape(rollout.obs, (b, horizon + 1, None))
   chex.assert_shape(rollout.action, (b, horizon, None))
@@ -210,30 +229,59 @@ def critic_expansion_returns(nets: sac.SACNets, actor_params, target_critic_para
   chex.assert_shape([batch.reward_t, batch.terminated_t, batch.truncated_t], (b,))
 
   next_obs = normalization.normalize(obs_stats, rollout.obs)  # [B, H+1, obs] o'_j
+  if values == "direct" and horizon > 0:
+    return _direct_returns(nets, actor_params, target_critic_params, alpha, batch, rollout,
+                           next_obs, key, gamma, lam, deterministic)
   v = _values(nets, actor_params, target_critic_params, alpha, next_obs, key,
               deterministic)
   if horizon == 0:
     # T = 1: the operator gives r_0 + discount_0·v_0; spell it as the SAC target itself so
     # that H = 0 is bit-for-bit SAC also inside a jitted program (same op order).
     return sac.sac_target(batch.reward_t, batch.terminated_t, v[:, 0], gamma)[:, None]
+  r, discount, c = _window_inputs(batch, rollout, gamma, lam)
+  q = _min_q(nets, target_critic_params, next_obs[:, :horizon], rollout.action)
+  return _batched_returns(q, v, r, discount, c)
+
+
+def _window_inputs(batch, rollout: Rollout, gamma, lam):
+  """``r``, ``discount`` ``[B, H+1]`` and traces ``c [B, H]`` of the critic-expansion window."""
+  b, horizon = rollout.reward.shape
   r = jnp.concatenate([jnp.asarray(batch.reward_t, jnp.float32)[:, None],
                        jnp.asarray(rollout.reward, jnp.float32)], axis=1)
   terminated = jnp.concatenate(
       [jnp.asarray(batch.terminated_t, bool)[:, None],
        jnp.asarray(rollout.terminated, bool)], axis=1)
   discount = _discounts(gamma, terminated)
-  q = _min_q(nets, target_critic_params, next_obs[:, :horizon], rollout.action)
   truncated = jnp.concatenate(
       [jnp.asarray(batch.truncated_t, bool)[:, None],
        jnp.zeros((b, horizon - 1), bool)], axis=1)
   ratio_one = jnp.zeros((b, horizon), jnp.float32)  # log π − log μ ≡ 0: on-policy rollout
-  c = _traces(ratio_one, ratio_one, lam, truncated)
+  return r, discount, _traces(ratio_one, ratio_one, lam, truncated)
+
+
+def _direct_returns(nets, actor_params, target_critic_params, alpha, batch, rollout,
+                    next_obs, key, gamma, lam, deterministic):
+  """``values="direct"`` returns of :func:`critic_expansion_returns` (``H ≥ 1``)."""
+  b, horizon = rollout.reward.shape
+  r, discount, c = _window_inputs(batch, rollout, gamma, lam)
+  # Fresh value at the last state o'_H only (key: fold_in(key, 1), as _values' rest).
+  v_last = _policy_value(nets, actor_params, target_critic_params, alpha, next_obs[:, -1],
+                         jax.random.fold_in(key, 1), deterministic)
+  if isinstance(lam, (int, float)) and lam == 1.0:  # a static λ = 1 (the config's)
+    # c_j = 1 for j ≥ 1, so q_j cancels there: only q_0 (c_0 = 0 after truncation) is read.
+    q0 = _min_q(nets, target_critic_params, next_obs[:, :1], rollout.action[:, :1])
+    q = jnp.concatenate([q0, jnp.zeros((b, horizon - 1), jnp.float32)], axis=1)
+  else:
+    q = _min_q(nets, target_critic_params, next_obs[:, :horizon], rollout.action)
+  entropy = 0.0 if deterministic else alpha * jnp.asarray(rollout.log_prob, jnp.float32)
+  v = jnp.concatenate([q - entropy, v_last[:, None]], axis=1)
   return _batched_returns(q, v, r, discount, c)
 
 
 def critic_expansion_target(nets: sac.SACNets, actor_params, target_critic_params, alpha,
                             obs_stats, batch, rollout: Rollout, key: Array, gamma,
-                            lam=1.0, deterministic: bool = False) -> Array:
+                            lam=1.0, deterministic: bool = False,
+                            values: str = "control_variate") -> Array:
   """Critic-expansion (SAC-MVE / DDPG-MVE) target ``y = G_0`` of ``Q(o_0, a_0)``; ``[B]``.
 
   The window, shapes and key usage are those of :func:`critic_expansion_returns`
@@ -244,14 +292,15 @@ def critic_expansion_target(nets: sac.SACNets, actor_params, target_critic_param
   ``alpha = 0`` and ``deterministic=True``. Stop-gradient.
   """
   g = critic_expansion_returns(nets, actor_params, target_critic_params, alpha, obs_stats,
-                               batch, rollout, key, gamma, lam, deterministic)
+                               batch, rollout, key, gamma, lam, deterministic, values)
   return jax.lax.stop_gradient(g[:, 0])
 
 
 def critic_expansion_target_particles(nets: sac.SACNets, actor_params, target_critic_params,
                                       alpha, obs_stats, batch, rollouts: Rollout,
                                       key: Array, gamma, lam=1.0,
-                                      deterministic: bool = False) -> Array:
+                                      deterministic: bool = False,
+                                      values: str = "control_variate") -> Array:
   """Average of :func:`critic_expansion_target` over ``K`` independent rollouts; ``[B]``.
 
   The caller draws the ``K`` rollouts (e.g. ``jax.vmap`` of ``model.rollout`` over
@@ -264,7 +313,8 @@ def critic_expansion_target_particles(nets: sac.SACNets, actor_params, target_cr
 
   def one(rollout, k):
     return critic_expansion_target(nets, actor_params, target_critic_params, alpha,
-                                   obs_stats, batch, rollout, k, gamma, lam, deterministic)
+                                   obs_stats, batch, rollout, k, gamma, lam, deterministic,
+                                   values)
 
   return jnp.mean(jax.vmap(one)(rollouts, jax.random.split(key, num)), axis=0)
 
@@ -290,7 +340,7 @@ class TDkTargets(NamedTuple):
 
 def tdk_targets(nets: sac.SACNets, actor_params, target_critic_params, alpha, obs_stats,
                 batch, rollout: Rollout, key: Array, gamma, lam=1.0,
-                deterministic: bool = False) -> TDkTargets:
+                deterministic: bool = False, values: str = "control_variate") -> TDkTargets:
   """TD-k targets ``G_j`` for every (real or imagined) pair of the window; ``[B, H+1]``.
 
   Same window, operator and key usage as :func:`critic_expansion_returns`; ``G_j`` is the
@@ -301,7 +351,7 @@ def tdk_targets(nets: sac.SACNets, actor_params, target_critic_params, alpha, ob
   (``TDkTargets.mask``). The paper's code trains only pair 0 (no TD-k, §7.2).
   """
   g = critic_expansion_returns(nets, actor_params, target_critic_params, alpha, obs_stats,
-                               batch, rollout, key, gamma, lam, deterministic)
+                               batch, rollout, key, gamma, lam, deterministic, values)
   horizon = rollout.reward.shape[1]
   terminated = jnp.concatenate(
       [jnp.asarray(batch.terminated_t, bool)[:, None],
