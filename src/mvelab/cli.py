@@ -1,7 +1,8 @@
 """The ``mvelab`` command line.
 
 Subcommands: ``envs`` (list environments), ``demo`` (step every environment and check the
-oracle round-trip), ``train`` (SAC runs). Bad input prints one message naming the option
+oracle round-trip), ``train`` (SAC runs), ``sweep``, ``results``, ``plot`` and ``reproduce``
+(experiments, :mod:`mvelab.experiments`). Bad input prints one message naming the option
 and what is allowed, and exits with code 2.
 """
 
@@ -22,6 +23,11 @@ commands:
   envs     list the environments with observation/action sizes and backends
   demo     step every environment, check the oracle round-trip, print a table
   train    train SAC for one or more seeds and write a run directory
+  sweep    run every configuration of a YAML sweep spec (resumable; docs/sweeps.md)
+  results  gather the runs below a directory into one table with per-run statistics
+  plot     Figure-1 learning curves, performance and cost against the horizon H
+  reproduce figure1
+           the seed paper's Figure 1: sweep, table and figures in one resumable command
 
 Run `mvelab <command> --help` for the options of a command.
 """
@@ -136,7 +142,28 @@ def cmd_train(argv) -> int:
   return 3 if any(r["diverged"] for r in result.rows) else 0
 
 
-COMMANDS = {"envs": cmd_envs, "demo": cmd_demo, "train": cmd_train}
+def cmd_sweep(argv) -> int:
+  from mvelab.experiments import sweep
+  return sweep.main(argv)
+
+
+def cmd_results(argv) -> int:
+  from mvelab.experiments import results
+  return results.main(argv)
+
+
+def cmd_plot(argv) -> int:
+  from mvelab.experiments import plots
+  return plots.main(argv)
+
+
+def cmd_reproduce(argv) -> int:
+  from mvelab.experiments import reproduce
+  return reproduce.main(argv)
+
+
+COMMANDS = {"envs": cmd_envs, "demo": cmd_demo, "train": cmd_train, "sweep": cmd_sweep,
+            "results": cmd_results, "plot": cmd_plot, "reproduce": cmd_reproduce}
 
 
 def main(argv=None) -> int:

@@ -335,9 +335,13 @@ def train_iteration(p: Programs, state: TrainState, _=None) -> tuple[TrainState,
   key, k_upd = jax.random.split(state.key)
   state = state.replace(key=key)
   n_updates = p.cfg.num_envs * p.cfg.updates_per_step
-  state, metrics = jax.lax.scan(functools.partial(update, p), state,
-                                jax.random.split(k_upd, n_updates))
-  metrics = {**jax.tree.map(jnp.mean, metrics), **model_metrics}
+  if n_updates == 1:  # no inner loop: XLA then fuses collect and update in one body
+    state, metrics = update(p, state, jax.random.split(k_upd, 1)[0])
+  else:
+    state, metrics = jax.lax.scan(functools.partial(update, p), state,
+                                  jax.random.split(k_upd, n_updates))
+    metrics = jax.tree.map(jnp.mean, metrics)
+  metrics = {**metrics, **model_metrics}
   return _check_divergence(state, metrics), metrics
 
 

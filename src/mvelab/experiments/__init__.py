@@ -1,0 +1,1 @@
+"""Experiment tooling: collect run directories into tables and plot them."""

@@ -1,0 +1,198 @@
+"""``mvelab reproduce figure1``: the seed paper's Figure 1 as one resumable command.
+
+Figure 1 of the seed paper shows learning curves of critic expansion with a learned model
+(MVE, top) and with the true simulator (OVE, bottom) for H in {1, 3, 5, 10, 20, 30}, mean
+and spread over 5 seeds, against SAC (H = 0). This module writes that sweep spec, runs it
+(:func:`mvelab.experiments.sweep.run_sweep`: finished runs are skipped on a re-run), then
+writes the results table (:mod:`mvelab.experiments.results`) and the figures
+(:mod:`mvelab.experiments.plots`).
+
+Two scales:
+
+* ``--preset default`` (the default): a small CPU version on ``pendulum`` sized to finish
+  in at most 15 minutes on 2 CPU cores (``SMALL`` below: networks (64, 64), batch 128, a
+  (64, 64) ensemble, ``SMALL_STEPS`` environment steps, 5 seeds vmapped per run). Retrace
+  at ``H = 3`` is added as a model-free reference.
+* ``--preset paper``: the reference paper's settings for the chosen environment (its
+  steps, networks, batch, ensemble and model schedule; ``--env inverted_pendulum`` etc.),
+  for a machine with a GPU: no size overrides.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from typing import Optional
+
+from mvelab.errors import ConfigError
+
+HORIZONS = (1, 3, 5, 10, 20, 30)
+RETRACE_HORIZON = 3
+SMALL_ENV = "pendulum"
+SMALL_STEPS = 6000
+#: Overrides of the small CPU default (``--preset default``).
+SMALL = dict(hidden_sizes=[64, 64], batch_size=128, warmup_steps=1000, eval_every=500,
+             eval_episodes=10)
+#: ... of its critic-expansion runs (both models) and of its learned-model runs.
+SMALL_CRITIC = dict(ce_values="direct")
+SMALL_LEARNED = dict(model_hidden_sizes=[64, 64], model_batch_size=128,
+                     model_warmup_updates=500)
+FIGURES = ("figure1", "performance_vs_h", "cost_vs_h")
+
+
+def figure1_spec(env: Optional[str] = None, steps: Optional[int] = None, seeds: int = 5,
+                 preset: str = "default", retrace: bool = True) -> dict:
+  """The sweep spec (a mapping, see docs/sweeps.md) of Figure 1.
+
+  Args:
+    env: environment (default: ``pendulum`` for the default preset, ``inverted_pendulum``
+      for ``paper``).
+    steps: environment steps per run (default: ``SMALL_STEPS`` for the default preset,
+      the paper's per-environment budget for ``paper``).
+    seeds: seeds per run (vmapped in one program).
+    preset: ``default`` (small CPU scale, ``SMALL`` overrides) or ``paper`` (full scale).
+    retrace: add Retrace at ``H = RETRACE_HORIZON`` as a model-free reference.
+  """
+  small = preset == "default"
+  env = env or (SMALL_ENV if small else "inverted_pendulum")
+  steps = steps or (SMALL_STEPS if small else None)
+  critic = dict(expansions="critic", horizons=list(HORIZONS))
+  learned = dict(critic, models="learned")
+  oracle = dict(critic, models="oracle")
+  if small:
+    learned["overrides"] = dict(SMALL_CRITIC, **SMALL_LEARNED)
+    oracle["overrides"] = dict(SMALL_CRITIC)
+  spec = dict(name=f"figure1-{env}-{preset}", envs=[env], presets=[preset], seeds=seeds,
+              runs=[dict(expansions="none"), learned, oracle])
+  if retrace:
+    spec["runs"].append(dict(expansions="retrace", horizons=[RETRACE_HORIZON]))
+  if steps is not None:
+    spec["steps"] = steps
+  if small:
+    spec["overrides"] = dict(SMALL)
+  return spec
+
+
+def reproduce_figure1(out_dir: str, env: Optional[str] = None, steps: Optional[int] = None,
+                      seeds: int = 5, preset: str = "default", jobs: Optional[int] = None,
+                      retrace: bool = True, band: str = "std",
+                      progress: bool = True, executor=None, job_fn=None) -> dict:
+  """Writes the spec, runs the sweep (resumable), the table and the figures.
+
+  ``executor`` and ``job_fn`` are passed to :func:`mvelab.experiments.sweep.run_sweep`
+  (defaults: ``jobs`` processes, ``sweep.run_job``).
+
+  Returns:
+    ``{"sweep": SweepResult, "tables": {name: path}, "figures": [paths], "spec": path,
+    "wall_s": seconds}``.
+
+  Raises:
+    ConfigError: bad options (the message names the option).
+  """
+  import yaml
+  from mvelab.experiments import plots, results, spec as spec_lib, sweep
+
+  if preset not in ("default", "paper"):
+    raise ConfigError(f"preset: must be one of default, paper; got {preset!r}")
+  if isinstance(seeds, bool) or not isinstance(seeds, int) or seeds <= 0:
+    raise ConfigError(f"seeds: must be a positive integer, got {seeds!r}")
+  if steps is not None and (isinstance(steps, bool) or not isinstance(steps, int)
+                            or steps <= 0):
+    raise ConfigError(f"steps: must be a positive integer, got {steps!r}")
+  t0 = time.perf_counter()
+  data = figure1_spec(env, steps, seeds, preset, retrace)
+  text = ("# Written by `mvelab reproduce figure1`; re-run that command to resume.\n"
+          + yaml.safe_dump(data, sort_keys=False))
+  spec = spec_lib.parse_spec(data, text)
+  result = sweep.run_sweep(spec, out_dir, jobs=jobs, executor=executor, progress=progress,
+                           job_fn=job_fn or sweep.run_job)
+  df = results.collect(os.path.join(out_dir, sweep.RUNS_DIR))
+  out = dict(sweep=result, spec=os.path.join(out_dir, "spec.yaml"), tables={}, figures=[])
+  if not df.empty:
+    summary = results.summarize(df)
+    out["tables"] = results.write_tables(df, summary, out_dir)
+    out["figures"] = plots.plot_all(df, out_dir, band=band)
+    out["summary_text"] = results.format_summary(summary)
+  out["wall_s"] = time.perf_counter() - t0
+  return out
+
+
+def _parser() -> argparse.ArgumentParser:
+  parser = argparse.ArgumentParser(
+      prog="mvelab reproduce",
+      description="Reproduce a figure of the seed paper. figure1: SAC (H=0) plus critic "
+      "expansion with the learned model (MVE) and the oracle (OVE) at H in "
+      f"{{{', '.join(map(str, HORIZONS))}}}, 5 seeds, then the table and the figures. "
+      "Re-running the same command resumes: finished runs are not redone.")
+  parser.add_argument("figure", choices=["figure1"], help="what to reproduce")
+  parser.add_argument("--env", default=None,
+                      help=f"environment (default: {SMALL_ENV}; with --preset paper: "
+                      "inverted_pendulum)")
+  parser.add_argument("--steps", type=int, default=None,
+                      help=f"environment steps per run (default: {SMALL_STEPS}; with "
+                      "--preset paper: the paper's budget for the env)")
+  parser.add_argument("--seeds", type=int, default=5, help="seeds per run (default 5)")
+  parser.add_argument("--preset", default="default", choices=["default", "paper"],
+                      help="default: small CPU scale (~15 min on 2 cores); paper: the "
+                      "reference paper's settings at full scale (needs a GPU)")
+  parser.add_argument("--out", default=None,
+                      help="sweep directory (default: runs/figure1-<env>-<preset>)")
+  parser.add_argument("--jobs", type=int, default=None,
+                      help="runs at once, one process each (default: usable cores)")
+  parser.add_argument("--no-retrace", action="store_true",
+                      help="leave out the Retrace reference run")
+  parser.add_argument("--band", default="std", choices=["std", "ci"],
+                      help="shaded band of the learning curves: ±1 std over seeds (std) or "
+                      "a 95%% bootstrap CI of the mean (ci)")
+  parser.add_argument("--quiet", action="store_true", help="no per-run progress lines")
+  return parser
+
+
+def main(argv=None) -> int:
+  """``mvelab reproduce figure1 [options]``; 0 ok, 1 a run failed, 2 bad input, 130 Ctrl-C."""
+  try:
+    args = _parser().parse_args(argv)
+  except SystemExit as e:
+    return e.code if isinstance(e.code, int) else 2
+  env = args.env
+  if env is not None:
+    from mvelab import envs
+    if env not in envs.ENVS:
+      print(f"mvelab: error: env: unknown environment {env!r}; allowed: "
+            f"{', '.join(envs.ENVS)}", file=sys.stderr)
+      return 2
+  out = args.out or os.path.join(
+      "runs", f"figure1-{env or (SMALL_ENV if args.preset == 'default' else 'inverted_pendulum')}"
+      f"-{args.preset}")
+  try:
+    r = reproduce_figure1(out, env, args.steps, args.seeds, args.preset, args.jobs,
+                          retrace=not args.no_retrace, band=args.band,
+                          progress=not args.quiet)
+  except ConfigError as e:
+    print(f"mvelab: error: {e}", file=sys.stderr)
+    return 2
+  except KeyboardInterrupt:
+    print(f"\ninterrupted: finished runs are kept in {out}; re-run the same command to "
+          "resume the rest", file=sys.stderr)
+    return 130
+  if r.get("summary_text"):
+    print()
+    print(r["summary_text"])
+  print()
+  print(f"sweep directory: {out} (spec: {r['spec']})")
+  for path in list(r["tables"].values()) + list(r["figures"]):
+    print(f"wrote {path}")
+  print(f"total wall time: {r['wall_s'] / 60:.1f} min")
+  failed = r["sweep"].failed
+  if failed:
+    print(f"{len(failed)} of {r['sweep'].total} runs FAILED:")
+    for name, error in failed:
+      print(f"  {name}: {error}")
+    return 1
+  return 0
+
+
+if __name__ == "__main__":
+  sys.exit(main())
