@@ -27,7 +27,7 @@ shift || true
 case "$cmd" in
   main)
     setup
-    exec .venv/bin/mvelab demo "$@"
+    exec .venv/bin/mvelab reproduce figure1 "$@"
     ;;
   test)
     setup

@@ -31,7 +31,7 @@ def test_default_spec_is_figure1_plus_references():
                        for h in reproduce.HORIZONS])
   assert kinds == expected
   for c in cfgs.values():
-    assert c.env == "pendulum" and c.num_seeds == 5 and c.total_steps == 6000
+    assert c.env == "pendulum" and c.num_seeds == 5 and c.total_steps == reproduce.SMALL_STEPS
     assert c.hidden_sizes == (64, 64) and c.batch_size == 128
     assert c.ce_values == ("direct" if c.expansion == "critic" else "control_variate")
 

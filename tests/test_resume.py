@@ -69,6 +69,12 @@ def test_kill_and_resume_gives_the_same_metrics(reference, killed_and_resumed):
   ref = _table(os.path.join(reference, "metrics.csv"))
   assert 0 < len(partial) < len(ref)  # it really was interrupted mid-run
   assert _table(os.path.join(out, "metrics.csv")) == ref  # same rows, same numbers
+  # wall_time_s counts the training time before the checkpoint: it never goes back.
+  with open(os.path.join(out, "metrics.csv")) as f:
+    rows = list(csv.DictReader(f))
+  for seed in {r["seed"] for r in rows}:
+    walls = [float(r["wall_time_s"]) for r in rows if r["seed"] == seed]
+    assert walls == sorted(walls), walls
 
 
 def test_truncated_checkpoint_falls_back_to_previous(reference, tmp_path):

@@ -159,6 +159,7 @@ class GroupRun:
     self.state = None
     self.chunks_done = 0
     self.t_start = None
+    self.wall_offset = 0.0  # training seconds before a resumed checkpoint
 
   @property
   def total_chunks(self) -> int:
@@ -177,7 +178,12 @@ class GroupRun:
     else:
       self.state, metrics = self._chunk(self.state)
       self.chunks_done += 1
-    return _rows(self.seeds, metrics, time.perf_counter() - self.t_start)
+    return _rows(self.seeds, metrics, self.wall_time_s())
+
+  def wall_time_s(self) -> float:
+    """Training wall time so far, counting the time before a resumed checkpoint."""
+    now = 0.0 if self.t_start is None else time.perf_counter() - self.t_start
+    return self.wall_offset + now
 
   def params(self) -> dict:
     import jax
@@ -195,7 +201,8 @@ class GroupRun:
   def save(self, run_dir: str, keep: int) -> None:
     from mvelab import checkpoint
     checkpoint.save(self.ckpt_dir(run_dir), self.chunks_done, self.state,
-                    extra={"chunks_done": self.chunks_done, "seeds": self.seeds},
+                    extra={"chunks_done": self.chunks_done, "seeds": self.seeds,
+                           "wall_time_s": self.wall_time_s()},
                     keep=keep)
 
   def restore(self, run_dir: str, warn) -> Optional[int]:
@@ -206,6 +213,7 @@ class GroupRun:
       return None
     _, self.state, extra = found
     self.chunks_done = int(extra["chunks_done"])
+    self.wall_offset = float(extra.get("wall_time_s", 0.0))
     return int(np.asarray(self.state.env_steps)[0])
 
 

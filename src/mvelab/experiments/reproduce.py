@@ -31,7 +31,7 @@ from mvelab.errors import ConfigError
 HORIZONS = (1, 3, 5, 10, 20, 30)
 RETRACE_HORIZON = 3
 SMALL_ENV = "pendulum"
-SMALL_STEPS = 6000
+SMALL_STEPS = 10000
 #: Overrides of the small CPU default (``--preset default``).
 SMALL = dict(hidden_sizes=[64, 64], batch_size=128, warmup_steps=1000, eval_every=500,
              eval_episodes=10)
