@@ -25,6 +25,7 @@ import numpy as np
 from mvelab import config as config_lib
 from mvelab.config import Config
 from mvelab.errors import ConfigError
+from mvelab.fileio import atomic_write
 
 CSV_COLUMNS = ("seed", "env_steps", "updates", "eval_return", "eval_return_std",
                "critic_loss", "actor_loss", "alpha", "entropy", "q_mean", "target_mean",
@@ -79,15 +80,6 @@ def versions() -> dict:
   return out
 
 
-def _atomic_write(path: str, text: str) -> None:
-  tmp = f"{path}.tmp-{os.getpid()}"
-  with open(tmp, "w") as f:
-    f.write(text)
-    f.flush()
-    os.fsync(f.fileno())
-  os.replace(tmp, path)
-
-
 def prepare_run_dir(out_dir: str, overwrite: bool) -> None:
   """Creates ``out_dir``; refuses a non-empty one unless ``overwrite``."""
   if os.path.exists(out_dir) and not os.path.isdir(out_dir):
@@ -112,7 +104,7 @@ class MetricsWriter:
   def __init__(self, path: str):
     self.path = path
     if not os.path.exists(path):
-      _atomic_write(path, ",".join(CSV_COLUMNS) + "\n")
+      atomic_write(path, ",".join(CSV_COLUMNS) + "\n")
 
   def append(self, rows: list) -> None:
     buf = io.StringIO()
@@ -422,7 +414,7 @@ def train(config: Optional[Config] = None, seeds: Optional[list] = None,
       prepare_run_dir(out_dir, overwrite)
     elif not os.access(out_dir, os.W_OK):
       raise ConfigError(f"resume: run directory {out_dir!r} is not writable")
-    _atomic_write(os.path.join(out_dir, "config.json"), json.dumps(
+    atomic_write(os.path.join(out_dir, "config.json"), json.dumps(
         {"config": cfg.to_dict(), "seeds": seeds, "groups": groups,
          "versions": versions()}, indent=2, sort_keys=True) + "\n")
     if stored and os.path.exists(metrics_path):
@@ -451,7 +443,7 @@ def train(config: Optional[Config] = None, seeds: Optional[list] = None,
       reached = payload or {}
       rows_all = [r for r in rows_all if r["seed"] not in group
                   or r["env_steps"] <= reached.get(r["seed"], -1)]
-      _atomic_write(metrics_path, _csv_text(rows_all))
+      atomic_write(metrics_path, _csv_text(rows_all))
       if progress:
         where = (f"from env step {max(reached.values())}" if reached
                  else "from scratch (no checkpoint)")
@@ -487,7 +479,7 @@ def train(config: Optional[Config] = None, seeds: Optional[list] = None,
   result = RunResult(cfg, seeds, rows_all, params, compile_s,
                      max(0.0, total - max(compile_times, default=0.0)), interrupted)
   if out_dir is not None:
-    _atomic_write(os.path.join(out_dir, "summary.json"),
+    atomic_write(os.path.join(out_dir, "summary.json"),
                   json.dumps(summarize(result), indent=2, sort_keys=True) + "\n")
   if progress:
     print_summary(result)

@@ -22,7 +22,6 @@ no global pyplot state is touched.
 
 from __future__ import annotations
 
-import argparse
 import os
 import sys
 import tempfile
@@ -40,6 +39,7 @@ from matplotlib.lines import Line2D
 import numpy as np
 import pandas as pd
 
+from mvelab.experiments._cli import Parser, UsageError, fail
 from mvelab.errors import ConfigError, check_choice
 
 BANDS = ("std", "ci")
@@ -546,18 +546,6 @@ def _plot_set(df, out_dir: Path, stems: dict, band: str, env: Optional[str]) -> 
   return paths
 
 
-class _UsageError(Exception):
-  pass
-
-
-class _Parser(argparse.ArgumentParser):
-  def error(self, message):
-    raise _UsageError(message)
-
-
-def _fail(msg: str) -> int:
-  print(f"mvelab: error: {msg}", file=sys.stderr)
-  return 2
 
 
 def main(argv=None) -> int:
@@ -568,7 +556,7 @@ def main(argv=None) -> int:
   and the other figures next to it as ``<stem>_performance_vs_h`` and ``<stem>_cost_vs_h``.
   Bad input prints one ``mvelab: error: ...`` line and returns 2.
   """
-  parser = _Parser(prog="mvelab plot",
+  parser = Parser(prog="mvelab plot",
                    description="Plot learning curves, performance and cost vs horizon "
                    "for the run directories below DIR.")
   parser.add_argument("dir", metavar="DIR", help="directory holding run directories")
@@ -579,24 +567,24 @@ def main(argv=None) -> int:
   parser.add_argument("--env", default=None, help="plot only this environment")
   try:
     args = parser.parse_args(sys.argv[1:] if argv is None else list(argv))
-  except _UsageError as e:
-    return _fail(str(e))
+  except UsageError as e:
+    return fail(str(e))
   except SystemExit as e:  # --help
     return int(e.code or 0)
   if not os.path.isdir(args.dir):
-    return _fail(f"DIR: {args.dir!r} is not a directory; give a directory that holds "
+    return fail(f"DIR: {args.dir!r} is not a directory; give a directory that holds "
                  "run directories")
   from mvelab.experiments import results
   try:
     df = results.collect(args.dir)
   except (ValueError, OSError) as e:
-    return _fail(str(e))
+    return fail(str(e))
   if df is None or len(df) == 0:
-    return _fail(f"DIR: no runs found below {args.dir!r}; give a directory that holds "
+    return fail(f"DIR: no runs found below {args.dir!r}; give a directory that holds "
                  "run directories (written by `mvelab train`)")
   envs = _envs(df)
   if args.env is not None and args.env not in envs:
-    return _fail(f"--env: unknown value {args.env!r}; allowed: {', '.join(envs)}")
+    return fail(f"--env: unknown value {args.env!r}; allowed: {', '.join(envs)}")
   out = Path(args.out if args.out is not None else args.dir)
   if out.suffix.lower() in (".png", ".pdf"):
     stems = {"figure1": out.stem, "performance_vs_h": f"{out.stem}_performance_vs_h",
@@ -607,7 +595,7 @@ def main(argv=None) -> int:
   try:
     paths = _plot_set(df, out_dir, stems, args.band, args.env)
   except ValueError as e:
-    return _fail(str(e))
+    return fail(str(e))
   for p in paths:
     print(p)
   return 0

@@ -185,13 +185,8 @@ def main(argv=None) -> int:
   for path in list(r["tables"].values()) + list(r["figures"]):
     print(f"wrote {path}")
   print(f"total wall time: {r['wall_s'] / 60:.1f} min")
-  failed = r["sweep"].failed
-  if failed:
-    print(f"{len(failed)} of {r['sweep'].total} runs FAILED:")
-    for name, error in failed:
-      print(f"  {name}: {error}")
-    return 1
-  return 0
+  from mvelab.experiments import sweep
+  return 1 if sweep.print_failures(r["sweep"]) else 0
 
 
 if __name__ == "__main__":

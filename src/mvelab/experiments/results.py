@@ -14,7 +14,6 @@ per-row seed of metrics.csv.
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import json
 import math
@@ -29,6 +28,7 @@ import pandas as pd
 from mvelab import runner
 from mvelab.config import Config
 from mvelab.experiments import stats
+from mvelab.experiments._cli import Parser, UsageError, fail
 
 CONFIG_FIELDS = tuple(f.name for f in dataclasses.fields(Config))
 #: Columns of ``collect`` that come before the config fields.
@@ -426,19 +426,6 @@ def format_summary(summary: pd.DataFrame) -> str:
 
 
 # -------------------------------------------------------------------------------- CLI
-class _UsageError(Exception):
-  pass
-
-
-class _Parser(argparse.ArgumentParser):
-
-  def error(self, message):
-    raise _UsageError(message)
-
-
-def _fail(msg: str) -> int:
-  print(f"mvelab: error: {msg}", file=sys.stderr)
-  return 2
 
 
 def _parse_threshold(text: Optional[str]) -> Optional[float]:
@@ -449,7 +436,7 @@ def _parse_threshold(text: Optional[str]) -> Optional[float]:
   except ValueError:
     value = float("nan")
   if not math.isfinite(value):
-    raise _UsageError(f"threshold: must be a finite number, got {text!r}")
+    raise UsageError(f"threshold: must be a finite number, got {text!r}")
   return value
 
 
@@ -459,7 +446,7 @@ def main(argv=None) -> int:
   Prints the summary table and the paths written; bad input prints one
   ``mvelab: error: ...`` line and returns 2.
   """
-  parser = _Parser(prog="mvelab results",
+  parser = Parser(prog="mvelab results",
                    description="Collect the run directories below DIR into results.parquet, "
                    "results.csv and summary.csv, and print a per-run summary.")
   parser.add_argument("dir", metavar="DIR", help="a run directory or a tree of them (a sweep)")
@@ -470,12 +457,12 @@ def main(argv=None) -> int:
   try:
     args = parser.parse_args(sys.argv[1:] if argv is None else list(argv))
     threshold = _parse_threshold(args.threshold)
-  except _UsageError as e:
-    return _fail(str(e))
+  except UsageError as e:
+    return fail(str(e))
   if not os.path.isdir(args.dir):
-    return _fail(f"dir: {args.dir!r} is not a directory")
+    return fail(f"dir: {args.dir!r} is not a directory")
   if not find_runs(args.dir):
-    return _fail(f"dir: no run directories (config.json + metrics.csv) under {args.dir!r}")
+    return fail(f"dir: no run directories (config.json + metrics.csv) under {args.dir!r}")
   with warnings.catch_warnings(record=True) as caught:
     warnings.simplefilter("always", RunSkippedWarning)
     df = collect(args.dir)
@@ -483,13 +470,13 @@ def main(argv=None) -> int:
     if issubclass(w.category, RunSkippedWarning):
       print(f"warning: {w.message}", file=sys.stderr)
   if df.empty:
-    return _fail(f"dir: no readable evaluations in the runs under {args.dir!r}")
+    return fail(f"dir: no readable evaluations in the runs under {args.dir!r}")
   summary = summarize(df, threshold)
   out = args.out if args.out is not None else args.dir
   try:
     paths = write_tables(df, summary, out)
   except OSError as e:
-    return _fail(f"out: cannot write the tables to {out!r}: {e.strerror or e}")
+    return fail(f"out: cannot write the tables to {out!r}: {e.strerror or e}")
   print(format_summary(summary))
   print()
   for path in paths.values():

@@ -25,6 +25,7 @@ import yaml
 from mvelab import config as config_lib
 from mvelab.config import Config
 from mvelab.errors import ConfigError
+from mvelab.fileio import atomic_write as write_atomic
 
 TOP_KEYS = ("name", "envs", "presets", "seeds", "steps", "overrides", "runs")
 BLOCK_KEYS = ("agents", "expansions", "models", "horizons", "overrides")
@@ -73,16 +74,6 @@ class Spec:
 
 
 # ------------------------------------------------------------------------------ I/O
-def write_atomic(path: str, text: str) -> None:
-  """Writes ``text`` to ``path`` via a fsynced temporary file and ``os.replace``."""
-  tmp = f"{path}.tmp-{os.getpid()}"
-  with open(tmp, "w") as f:
-    f.write(text)
-    f.flush()
-    os.fsync(f.fileno())
-  os.replace(tmp, path)
-
-
 def load_spec(path: str) -> Spec:
   """Reads and parses a YAML spec file.
 

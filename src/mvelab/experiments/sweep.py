@@ -363,12 +363,17 @@ def main(argv=None) -> int:
     print(f"\ninterrupted: finished runs are kept in {args.out}; re-run the same command "
           f"to resume the rest", file=sys.stderr)
     return 130
-  if result.failed:
-    print(f"{len(result.failed)} of {result.total} runs FAILED:")
-    for name, error in result.failed:
-      print(f"  {name}: {error}")
-    return 1
-  return 0
+  return 1 if print_failures(result) else 0
+
+
+def print_failures(result: SweepResult) -> bool:
+  """Prints the failed runs with their errors; returns True if any failed."""
+  if not result.failed:
+    return False
+  print(f"{len(result.failed)} of {result.total} runs FAILED:")
+  for name, error in result.failed:
+    print(f"  {name}: {error}")
+  return True
 
 
 if __name__ == "__main__":
