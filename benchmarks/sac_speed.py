@@ -79,6 +79,7 @@ import dataclasses
 import math
 import multiprocessing as mp
 import os
+import statistics
 import platform
 import sys
 import time
@@ -406,6 +407,26 @@ def brax_rows(args, backend, notes) -> list:
   return rows
 
 
+def head_to_head(args, backend, rounds: int) -> str:
+  """Alternates mvelab (1 seed) and Brax SAC (num_envs 1, UTD 1) on inverted_pendulum
+  ``rounds`` times, so that drift in the machine's speed over the benchmark hits both
+  alike; returns a markdown table with every round and the median ratio."""
+  cfg = _mvelab_config("inverted_pendulum", backend, args, 1)
+  table, ratios = [], []
+  for i in range(rounds):
+    sps_mv = steady_rates(run_mvelab(cfg, 1))[0]
+    sps_bx = run_brax_sac(backend, 1, 1, 1, args.warmup, args.steps, args.chunk)["sps"]
+    ratios.append(sps_mv / sps_bx)
+    _log(f"[head-to-head {i + 1}/{rounds}] mvelab {sps_mv:.1f} | Brax {sps_bx:.1f} env "
+         f"steps/s | ratio {ratios[-1]:.3f}")
+    table.append([str(i + 1), f"{sps_mv:.1f}", f"{sps_bx:.1f}", f"{ratios[-1]:.3f}"])
+  med = statistics.median(ratios)
+  return (f"## Head to head (inverted_pendulum, {backend}, 1 seed, UTD 1, alternating)\n\n"
+          + _md_table(["round", "mvelab env steps/s", "Brax SAC env steps/s",
+                       "mvelab / Brax"], table)
+          + f"\n\nMedian ratio over {rounds} rounds: **{med:.3f}**.")
+
+
 # ---------------------------------------------------------------------------- FLOPs
 def _mlp_flops(sizes) -> int:
   """Forward matmul FLOPs per sample of a dense MLP with layer sizes ``sizes``."""
@@ -608,6 +629,10 @@ def parse_args(argv=None):
                   choices=("spring", "generalized", "positional", "mjx"),
                   help="physics backend of inverted_pendulum for mvelab AND Brax SAC "
                        "(default: mvelab's default for inverted_pendulum, generalized)")
+  ap.add_argument("--head-to-head", type=int, default=0, metavar="N",
+                  help="also alternate mvelab (1 seed) and Brax SAC (UTD 1) on "
+                  "inverted_pendulum N times and report every round and the median ratio "
+                  "(use with --parts '' to run only this)")
   ap.add_argument("--parts", default=",".join(PARTS),
                   help=f"comma-separated subset of {','.join(PARTS)}")
   ap.add_argument("--peak-size", type=int, default=2048, help="matmul size for the peak")
@@ -658,6 +683,7 @@ def main(argv=None) -> int:
     b = brax_rows(args, backend, notes)
     ref = b[0]
     rows += b
+  h2h = head_to_head(args, backend, args.head_to_head) if args.head_to_head else None
   fl = None
   if "flops" in args.parts:
     fl = flops_part(args, envs_, backend)
@@ -675,6 +701,8 @@ def main(argv=None) -> int:
         "Wall: the whole call (incl. spawn, imports, compile, prefill). "
         "Not run here: SB3 133.6 and sbx ~202 updates/s on Pendulum-v1 "
         "(measurements.md §5).\n\n" + "\n".join(f"- {n}" for n in notes))
+  if h2h:
+    sections.append(h2h)
   if fl is not None:
     sections.append("## FLOPs of one mvelab SAC update\n\n" + flops_table(rows, fl))
   if hasattr(os, "getloadavg"):
