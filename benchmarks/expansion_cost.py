@@ -88,6 +88,9 @@ import warnings
 
 import numpy as np
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # benchmarks/_common.py
+from _common import log as _log, md_table as _md_table, parse_list as _parse_list, write_out  # noqa: E402
+
 VARIANTS = {
     "sac": dict(expansion="none", model=None),
     "critic-oracle": dict(expansion="critic", model="oracle"),
@@ -111,8 +114,6 @@ STATS = {"median": statistics.median, "min": min}
 _stat = statistics.median
 
 
-def _log(msg=""):
-  print(msg, flush=True)
 
 
 def _load() -> str:
@@ -130,14 +131,8 @@ def _fmt(x, digits=2):
   return str(x)
 
 
-def _md_table(header, rows):
-  lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
-  lines += ["| " + " | ".join(r) + " |" for r in rows]
-  return "\n".join(lines)
 
 
-def _parse_list(s, cast=str):
-  return tuple(cast(x) for x in s.split(",") if x.strip())
 
 
 # ---------------------------------------------------------------------------- setup
@@ -519,10 +514,7 @@ def main(argv=None) -> int:
       "### Slope per unit of H (least squares over H >= 1) vs the irreducible work", st,
       acceptance(cells, irrs)]) + "\n"
   _log("\n" + text)
-  if args.out:
-    with open(args.out, "w") as f:
-      f.write(text)
-    _log(f"wrote {args.out}")
+  write_out(text, args.out)
   return 0
 
 

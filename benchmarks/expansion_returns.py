@@ -56,6 +56,10 @@ import warnings
 
 import numpy as np
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # benchmarks/_common.py
+from _common import log as _log, md_table as _md_table, parse_list as _parse_list, write_out  # noqa: E402
+from mvelab.experiments import stats  # noqa: E402
+
 VARIANTS = {
     "sac": dict(expansion="none", model=None),
     "critic-oracle": dict(expansion="critic", model="oracle"),
@@ -68,18 +72,10 @@ COST_PER_H = {"sac": 0.0, "critic-oracle": 0.15, "critic-learned": 0.35, "retrac
 COST_BASE = {"sac": 1.0, "critic-oracle": 1.5, "critic-learned": 3.4, "retrace": 1.5}
 
 
-def _log(msg=""):
-  print(msg, flush=True)
 
 
-def _parse_list(s, cast=str):
-  return tuple(cast(x) for x in s.split(",") if x.strip())
 
 
-def _md_table(header, rows):
-  lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
-  lines += ["| " + " | ".join(r) + " |" for r in rows]
-  return "\n".join(lines)
 
 
 def _pm(mean, std, digits=1):
@@ -132,9 +128,7 @@ def summarize(name, variant, horizon, result, wall_s) -> Result:
       diverged += 1
       continue
     finals.append(ret[-1])
-    span = steps[-1] - steps[0]
-    aucs.append(float(np.sum((ret[1:] + ret[:-1]) / 2 * np.diff(steps)) / span)
-                if span > 0 else float(ret[0]))
+    aucs.append(stats.auc(steps, ret))
     for s, x in zip(steps, ret):
       curves.setdefault(int(s), []).append(x)
   mean = lambda xs: float(np.mean(xs)) if xs else float("nan")
@@ -254,10 +248,7 @@ def main(argv=None) -> int:
   text = "\n\n".join([head, results_table(results),
                       "Seed-mean eval return per evaluation:", curve_table(results)]) + "\n"
   _log("\n" + text)
-  if args.out:
-    with open(args.out, "w") as f:
-      f.write(text)
-    _log(f"wrote {args.out}")
+  write_out(text, args.out)
   return 0
 
 

@@ -79,13 +79,16 @@ import dataclasses
 import math
 import multiprocessing as mp
 import os
-import statistics
 import platform
+import statistics
 import sys
 import time
 import traceback
 import warnings
 from typing import Optional
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # benchmarks/_common.py
+from _common import log as _log, md_table as _md_table, write_out  # noqa: E402
 
 # Keep the top level light: spawned workers import this module as __mp_main__ and must
 # pin themselves to a core before JAX starts its thread pools.
@@ -124,16 +127,8 @@ def _fmt(x, digits=1):
   return str(x)
 
 
-def _md_table(header, rows):
-  lines = ["| " + " | ".join(header) + " |",
-           "|" + "|".join("---" for _ in header) + "|"]
-  for r in rows:
-    lines.append("| " + " | ".join(r) + " |")
-  return "\n".join(lines)
 
 
-def _log(msg):
-  print(msg, flush=True)
 
 
 # ------------------------------------------------------------------ mvelab SAC runs
@@ -711,10 +706,7 @@ def main(argv=None) -> int:
   text = "\n\n".join(sections) + "\n"
   print("\n" + text, flush=True)
   _log(f"total benchmark time {time.time() - t_all:.0f} s")
-  if args.out:
-    with open(args.out, "w") as f:
-      f.write(text)
-    _log(f"wrote {args.out}")
+  write_out(text, args.out)
   return 0
 
 

@@ -113,3 +113,37 @@ def test_train_scan_is_the_same_run_as_one_program(three_seeds):
   for k in METRICS:
     np.testing.assert_allclose(np.asarray(metrics[k]), [r[k] for r in ref], rtol=2e-2,
                                atol=2e-2, err_msg=k)
+
+
+def test_divergence_is_dated_to_the_first_nonfinite_iteration_of_a_chunk():
+  """train_chunk checks the stacked per-iteration metrics: the seed is marked diverged at
+  the env step of the first iteration with a non-finite loss, with that loss's name."""
+  import types
+  import flax.struct
+  import jax.numpy as jnp
+  from mvelab import program
+
+  @flax.struct.dataclass
+  class S:
+    env_steps: jnp.ndarray
+    diverged: jnp.ndarray
+    diverged_step: jnp.ndarray
+    diverged_what: jnp.ndarray
+
+  p = types.SimpleNamespace(cfg=types.SimpleNamespace(num_envs=2))
+  clean = S(jnp.int32(1000), jnp.bool_(False), jnp.int32(-1), jnp.int32(0))
+  nan, ok = float("nan"), 1.0
+  metrics = {"critic_loss": jnp.array([ok, ok, ok, nan, nan]),
+             "actor_loss": jnp.array([ok, ok, nan, ok, nan]),
+             "model_loss": jnp.array([nan] * 5)}  # not a divergence code: ignored
+  out = program._check_iterations(p, clean, clean, metrics)
+  assert bool(out.diverged) and int(out.diverged_step) == 1000 + 3 * 2
+  assert program.DIVERGENCE_CODES[int(out.diverged_what)] == "actor_loss"
+  # Already diverged earlier: the first date and reason are kept.
+  earlier = clean.replace(diverged=jnp.bool_(True), diverged_step=jnp.int32(7),
+                          diverged_what=jnp.int32(1))
+  again = program._check_iterations(p, clean, earlier, metrics)
+  assert int(again.diverged_step) == 7 and int(again.diverged_what) == 1
+  # All finite: nothing changes.
+  fine = {"critic_loss": jnp.ones(5), "actor_loss": jnp.ones(5)}
+  assert not bool(program._check_iterations(p, clean, clean, fine).diverged)

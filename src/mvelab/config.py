@@ -24,6 +24,8 @@ import tyro
 from mvelab.errors import ConfigError, check_choice
 
 PRESETS = ("default", "paper")
+#: Critic-expansion value estimators (``Config.ce_values``; agents/expansion.py).
+CE_VALUES = ("control_variate", "direct")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -304,7 +306,7 @@ def _validate_expansion(cfg: Config) -> None:
     raise ConfigError("particles: only used by --expansion critic")
   if cfg.tdk and cfg.expansion != "critic":
     raise ConfigError("tdk: only used by --expansion critic")
-  check_choice("ce_values", cfg.ce_values, ("control_variate", "direct"))
+  check_choice("ce_values", cfg.ce_values, CE_VALUES)
   if cfg.ce_values != "control_variate" and cfg.expansion != "critic":
     raise ConfigError("ce_values: only used by --expansion critic")
   if cfg.expansion == "retrace" and cfg.warmup_steps // cfg.num_envs < cfg.horizon + 1:

@@ -339,7 +339,7 @@ def train_iteration(p: Programs, state: TrainState, _=None) -> tuple[TrainState,
   key, k_upd = jax.random.split(state.key)
   state = state.replace(key=key)
   n_updates = p.cfg.num_envs * p.cfg.updates_per_step
-  if n_updates == 1:  # no inner loop: XLA then fuses collect and update in one body
+  if n_updates == 1:  # no length-1 inner loop; the same key as the scan's first update
     state, metrics = update(p, state, jax.random.split(k_upd, 1)[0])
   else:
     state, metrics = jax.lax.scan(functools.partial(update, p), state,
@@ -373,18 +373,14 @@ def _first_nonfinite(named: list) -> jax.Array:
   return code
 
 
-def _check_divergence(state: TrainState, metrics: dict, extra: tuple = (),
-                      check_params: bool = False) -> TrainState:
-  """Marks the seed diverged (once) if a loss, ``extra`` or (optionally) a parameter is
-  non-finite. Per-iteration losses are checked by :func:`_check_iterations`; this runs at
-  the end of every chunk on the chunk means, the evaluation return and the parameters (a
-  non-finite parameter makes the next losses non-finite anyway)."""
-  named = [(k, metrics[k]) for k in DIVERGENCE_CODES if k in metrics]
-  if check_params:
-    params_ok = jnp.all(jnp.stack([jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves(
-        (state.actor_params, state.critic_params, state.alpha_param))]))
-    named.append(("parameters", jnp.where(params_ok, 0.0, jnp.nan)))
-  named.extend(extra)
+def _check_divergence(state: TrainState, extra: tuple = ()) -> TrainState:
+  """Marks the seed diverged (once) if a parameter or a quantity of ``extra`` (``(name,
+  value)`` pairs) is non-finite. Runs at the end of every chunk; the per-iteration losses
+  are checked by :func:`_check_iterations` (a non-finite parameter makes the next losses
+  non-finite anyway)."""
+  params_ok = jnp.all(jnp.stack([jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves(
+      (state.actor_params, state.critic_params, state.alpha_param))]))
+  named = [("parameters", jnp.where(params_ok, 0.0, jnp.nan)), *extra]
   code = _first_nonfinite(named)
   new = jnp.logical_and(code > 0, jnp.logical_not(state.diverged))
   return state.replace(
@@ -430,7 +426,7 @@ def _with_eval(p: Programs, state: TrainState, metrics: dict) -> tuple[TrainStat
   diverged on; ``diverged``, ``diverged_step`` and ``diverged_what`` say when and why.
   """
   ret, ret_std = evaluate(p, state)
-  state = _check_divergence(state, metrics, (("eval_return", ret),), check_params=True)
+  state = _check_divergence(state, (("eval_return", ret),))
   metrics = dict(metrics, eval_return=ret, eval_return_std=ret_std)
   metrics = {k: jnp.where(state.diverged, jnp.nan, v) for k, v in metrics.items()}
   metrics.update(diverged=state.diverged, diverged_step=state.diverged_step,

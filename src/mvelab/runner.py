@@ -31,6 +31,8 @@ CSV_COLUMNS = ("seed", "env_steps", "updates", "eval_return", "eval_return_std",
                "critic_loss", "actor_loss", "alpha", "entropy", "q_mean", "target_mean",
                "model_loss", "model_obs_mse", "model_reward_mse", "diverged",
                "diverged_step", "diverged_what", "wall_time_s")
+#: Subdirectory of a run directory with the checkpoints (one folder per seed group).
+STATE_DIR = "state"
 #: Columns that legitimately differ between two runs of the same config and seeds.
 TIMING_COLUMNS = ("wall_time_s",)
 
@@ -188,7 +190,7 @@ class GroupRun:
 
   # -- checkpoints ----------------------------------------------------------------------
   def ckpt_dir(self, run_dir: str) -> str:
-    return os.path.join(run_dir, "state", "seeds_" + "_".join(map(str, self.seeds)))
+    return group_state_dir(run_dir, self.seeds)
 
   def save(self, run_dir: str, keep: int) -> None:
     from mvelab import checkpoint
@@ -207,6 +209,22 @@ class GroupRun:
     self.chunks_done = int(extra["chunks_done"])
     self.wall_offset = float(extra.get("wall_time_s", 0.0))
     return int(np.asarray(self.state.env_steps)[0])
+
+
+def group_state_dir(run_dir: str, seeds: list) -> str:
+  """Where a run directory keeps the checkpoints of one seed group."""
+  return os.path.join(run_dir, STATE_DIR, "seeds_" + "_".join(map(str, seeds)))
+
+
+def has_checkpoint(run_dir: str) -> bool:
+  """True if ``run_dir`` is a run directory with a complete checkpoint of some seed group
+  (so ``train(resume=run_dir)`` can continue it)."""
+  from mvelab import checkpoint
+  state = os.path.join(run_dir, STATE_DIR)
+  if not os.path.isfile(os.path.join(run_dir, "config.json")) or not os.path.isdir(state):
+    return False
+  return any(checkpoint.list_checkpoints(os.path.join(state, name))
+             for name in os.listdir(state))
 
 
 def run_seeds(cfg: Config, seeds: list, emit: Callable[[str, Any], None],

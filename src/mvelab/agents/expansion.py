@@ -53,6 +53,7 @@ import jax
 import jax.numpy as jnp
 
 from mvelab.agents import sac
+from mvelab.config import CE_VALUES
 from mvelab.core import distributions, normalization, returns
 from mvelab.models.base import PolicyFn, Rollout
 
@@ -60,9 +61,6 @@ Array = jax.Array
 #: ``rollout_fn(policy_fn, key) -> Rollout``: closes over the model, its state and the
 #: start observations (``[B, obs]``); used by :func:`actor_expansion_loss`.
 RolloutFn = Callable[[PolicyFn, Array], Rollout]
-
-#: How critic expansion estimates the values v_j of imagined states (critic_expansion_returns).
-CE_VALUES = ("control_variate", "direct")
 
 # The unbatched operator, vmapped over the leading batch axis of all five inputs.
 _batched_returns = jax.vmap(returns.general_off_policy_returns_from_q_and_v)

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import glob
 import json
 import os
 import sys
@@ -87,12 +86,6 @@ def is_done(run_dir: str) -> bool:
   return bool(status) and status.get("state") == "done"
 
 
-def _has_checkpoint(run_dir: str) -> bool:
-  pattern = os.path.join(run_dir, "state", "*", "checkpoints", "ckpt_" + "[0-9]" * 12)
-  return (os.path.isfile(os.path.join(run_dir, "config.json"))
-          and any(os.path.isdir(p) for p in glob.glob(pattern)))
-
-
 # ------------------------------------------------------------------------------- a job
 def _train(job: Job):
   """Trains the job's config into its run directory; returns (RunResult, notes)."""
@@ -102,7 +95,7 @@ def _train(job: Job):
   kwargs = dict(workers=1, progress=False, stop_on_divergence=True,
                 checkpoint_every=CHECKPOINT_EVERY, keep_checkpoints=KEEP_CHECKPOINTS)
   previous = read_status(job.run_dir)
-  if previous is None and _has_checkpoint(job.run_dir):  # partial: crashed or killed
+  if previous is None and runner.has_checkpoint(job.run_dir):  # partial: crashed or killed
     try:
       return runner.train(cfg, resume=job.run_dir, **kwargs), {"resumed": True}
     except (ConfigError, CheckpointError) as e:  # cannot resume: start over
