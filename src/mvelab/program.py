@@ -336,14 +336,13 @@ def train_iteration(p: Programs, state: TrainState, _=None) -> tuple[TrainState,
     state, model_loss = train_model(p, state, _model_updates_per_iteration(p, state))
     model_metrics = dict(model_loss=model_loss, model_obs_mse=err["obs_mse"],
                          model_reward_mse=err["reward_mse"])
-  key, k_upd = jax.random.split(state.key)
-  state = state.replace(key=key)
   n_updates = p.cfg.num_envs * p.cfg.updates_per_step
-  if n_updates == 1:  # no length-1 inner loop; the same key as the scan's first update
-    state, metrics = update(p, state, jax.random.split(k_upd, 1)[0])
+  keys = jax.random.split(state.key, n_updates + 1)  # one PRNG call for all updates
+  state = state.replace(key=keys[0])
+  if n_updates == 1:  # no length-1 inner loop
+    state, metrics = update(p, state, keys[1])
   else:
-    state, metrics = jax.lax.scan(functools.partial(update, p), state,
-                                  jax.random.split(k_upd, n_updates))
+    state, metrics = jax.lax.scan(functools.partial(update, p), state, keys[1:])
     metrics = jax.tree.map(jnp.mean, metrics)
   return state, {**metrics, **model_metrics}
 
@@ -401,21 +400,23 @@ def evaluate(p: Programs, state: TrainState) -> tuple[jax.Array, jax.Array]:
   env_state = jax.vmap(env.reset)(jax.random.split(state.eval_key, cfg.eval_episodes))
   sample_key = jax.random.fold_in(state.eval_key, state.updates)
 
+  # The scan's length is the time limit, so episodes need no auto-reset: step the true
+  # dynamics (``simulate``, the same ``step_sim`` as ``step``) and stop counting rewards
+  # after the first termination.
   def body(carry, i):
-    es, ret, alive = carry
-    obs = normalization.normalize(state.obs_stats, es.obs)
+    sim, obs, ret, alive = carry
+    norm_obs = normalization.normalize(state.obs_stats, obs)
     if cfg.eval_deterministic or p.deterministic:
-      action = nets.mode(state.actor_params, obs)
+      action = nets.mode(state.actor_params, norm_obs)
     else:
-      action, _ = nets.sample(state.actor_params, obs, jax.random.fold_in(sample_key, i))
-    es = jax.vmap(env.step)(es, action)
-    ret = ret + jnp.where(alive, es.reward, 0.0)
-    alive = alive & ~(es.terminated | es.truncated)
-    return (es, ret, alive), None
+      action, _ = nets.sample(state.actor_params, norm_obs, jax.random.fold_in(sample_key, i))
+    sim, obs, reward, terminated = jax.vmap(env.simulate)(sim, action)
+    ret = ret + jnp.where(alive, reward, 0.0)
+    return (sim, obs, ret, alive & ~terminated), None
 
-  init = (env_state, jnp.zeros((cfg.eval_episodes,), jnp.float32),
+  init = (env_state.sim, env_state.obs, jnp.zeros((cfg.eval_episodes,), jnp.float32),
           jnp.ones((cfg.eval_episodes,), bool))
-  (_, ret, _), _ = jax.lax.scan(body, init, jnp.arange(env.episode_length))
+  (_, _, ret, _), _ = jax.lax.scan(body, init, jnp.arange(env.episode_length))
   return jnp.mean(ret), jnp.std(ret)
 
 
@@ -468,10 +469,12 @@ def train_chunk(p: Programs, state: TrainState) -> tuple[TrainState, dict]:
   new_state = _check_iterations(p, state, new_state, metrics)
   new_state, metrics = _with_eval(p, new_state, _fill(jax.tree.map(jnp.mean, metrics)))
   # A seed that had diverged before this chunk stays frozen at its last state (its
-  # vmapped lane still computes, but nothing it computes is kept).
-  new_state = jax.tree.map(lambda old, new: jnp.where(state.diverged, old, new), state,
-                           new_state)
-  return new_state, metrics
+  # vmapped lane still computes, but nothing it computes is kept). Its replay buffer is
+  # not frozen: it is never read again, and keeping the old buffer alive for the select
+  # would copy every replay leaf at the start of each chunk.
+  frozen = jax.tree.map(lambda old, new: jnp.where(state.diverged, old, new),
+                        state.replace(replay=()), new_state.replace(replay=()))
+  return frozen.replace(replay=new_state.replay), metrics
 
 
 def train_scan(p: Programs, key: jax.Array, num_chunks: int) -> tuple[TrainState, dict]:

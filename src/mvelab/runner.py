@@ -129,6 +129,14 @@ def _fmt(v):
 
 
 # ----------------------------------------------------------------------- one process
+def compile_chunk(programs, state_shape):
+  """The compiled ``train_chunk`` of a group of seeds (vmapped, state donated)."""
+  import jax
+  from mvelab import program as T
+  return jax.jit(jax.vmap(lambda s: T.train_chunk(programs, s)),
+                 donate_argnums=0).lower(state_shape).compile()
+
+
 class GroupRun:
   """One compiled, vmapped program for a group of seeds, stepped one evaluation at a time.
 
@@ -147,8 +155,7 @@ class GroupRun:
     t0 = time.perf_counter()
     self._start = jax.jit(start_fn).lower(self.keys).compile()
     self.state_shape = jax.eval_shape(start_fn, self.keys)[0]
-    self._chunk = jax.jit(jax.vmap(lambda s: T.train_chunk(self.programs, s)),
-                          donate_argnums=0).lower(self.state_shape).compile()
+    self._chunk = compile_chunk(self.programs, self.state_shape)
     self.compile_time_s = time.perf_counter() - t0
     self.state = None
     self.chunks_done = 0

@@ -119,7 +119,7 @@ def _values(nets: sac.SACNets, actor_params, critic_params, alpha, obs: Array, k
   Key convention (module docstring): ``v[:, 0]`` is exactly
   ``_policy_value(obs[:, 0], key)``, the 1-step SAC value for ``key``;
   ``v[:, 1:]`` is one flattened batch of ``B·(N−1)`` states drawn with
-  ``fold_in(key, 1)`` (``nets.sample`` splits it into one key per row).
+  ``fold_in(key, 1)`` (one noise draw for the flattened batch).
   """
   b, n = obs.shape[:2]
   v_0 = _policy_value(nets, actor_params, critic_params, alpha, obs[:, 0], key,

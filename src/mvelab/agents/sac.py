@@ -11,7 +11,6 @@ elsewhere with the same ``soft_value`` and the one target operator of ``mvelab.c
 from __future__ import annotations
 
 import dataclasses
-import functools
 
 import jax
 import jax.numpy as jnp
@@ -51,11 +50,14 @@ class SACNets:
     return loc, distributions.scale_from_raw(raw, self.std_param)
 
   def sample(self, actor_params, obs, key):
-    """Reparameterised action in (-1, 1) and its log-probability ``[B]``."""
+    """Reparameterised action in (-1, 1) and its log-probability ``[B]``.
+
+    The noise of the whole batch is one ``normal(key, [B, act])`` draw: one PRNG call per
+    batch (per-row keys cost two threefry loops per call, ~3% of a SAC update on CPU).
+    """
     loc, scale = self.dist(actor_params, obs)
-    keys = jax.random.split(key, loc.shape[0])
-    return jax.vmap(functools.partial(
-        distributions.sample_and_log_prob, stable=self.stable_logdet))(loc, scale, keys)
+    eps = jax.random.normal(key, loc.shape, jnp.float32)
+    return distributions.squash(loc, scale, eps, self.stable_logdet)
 
   def mode(self, actor_params, obs):
     loc, _ = self.dist(actor_params, obs)

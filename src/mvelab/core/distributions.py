@@ -122,7 +122,19 @@ def sample_and_log_prob(
     ``(action [A], log_prob [])``.
   """
   loc, scale = _check_params(loc, scale)
-  eps = jax.random.normal(key, loc.shape, jnp.float32)
+  return squash(loc, scale, jax.random.normal(key, loc.shape, jnp.float32), stable)
+
+
+def squash(loc: Array, scale: Array, eps: Array, stable: bool = False
+           ) -> tuple[Array, Array]:
+  """``a = tanh(loc + scale·ε)`` and log π(a) for given standard-normal noise ``ε``.
+
+  Works on any leading axes (``[..., A]``), so a batch of ``B`` actions needs one
+  ``jax.random.normal(key, [B, A])`` draw (one PRNG call, not ``B`` keys).
+
+  Returns:
+    ``(action [..., A], log_prob [...])``.
+  """
   u = loc + scale * eps
   return jnp.tanh(u), _log_prob_from_pre_tanh(u, eps, scale, stable)
 
