@@ -117,18 +117,25 @@ def test_ctrl_c_keeps_completed_evaluations(tmp_path):
   proc = subprocess.Popen(
       [sys.executable, "-m", "mvelab.cli", "train", "--env", "pendulum", "--seeds", "2",
        "--hidden_sizes", "16", "16", "--batch_size", "32", "--warmup_steps", "100",
-       "--eval_every", "100", "--steps", "100000", "--eval_episodes", "2",
+       "--eval_every", "100", "--steps", "20000000", "--eval_episodes", "2",
        "--workers", "1", "--out", str(out)],
       stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+  # 20M steps take hours, so the run cannot finish before the signal (100k steps once
+  # did, in ~20 s, on a loaded machine).
   metrics = out / "metrics.csv"
   deadline = time.time() + 240
-  while time.time() < deadline:
-    if metrics.exists() and len(metrics.read_text().splitlines()) >= 5:
-      break
-    time.sleep(0.5)
-  proc.send_signal(signal.SIGINT)
-  _, err = proc.communicate(timeout=120)
-  assert proc.returncode == 130, err
+  try:
+    while time.time() < deadline and proc.poll() is None:
+      if metrics.exists() and len(metrics.read_text().splitlines()) >= 5:
+        break
+      time.sleep(0.5)
+    assert proc.poll() is None, proc.communicate()[1]
+    proc.send_signal(signal.SIGINT)
+    out_text, err = proc.communicate(timeout=120)
+  finally:
+    if proc.poll() is None:
+      proc.kill()
+  assert proc.returncode == 130, (out_text, err)
   rows = list(csv.DictReader(open(metrics)))
   assert len(rows) >= 4 and len(rows) % 2 == 0  # whole evaluations, both seeds
   assert all(r["eval_return"] for r in rows)
