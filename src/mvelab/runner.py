@@ -16,7 +16,9 @@ import multiprocessing as mp
 import os
 import platform
 import shutil
+import signal
 import sys
+import threading
 import time
 from typing import Any, Callable, Optional
 
@@ -249,6 +251,8 @@ def run_seeds(cfg: Config, seeds: list, emit: Callable[[str, Any], None],
     reached = group.restore(run_dir, warn=lambda m: print(f"warning: {m}", file=sys.stderr))
     emit("resumed", None if reached is None else {s: reached for s in seeds})
   while not group.finished:
+    if _SIGINT.is_set():  # a Ctrl-C that some callee swallowed
+      raise KeyboardInterrupt
     rows = group.step()
     emit("rows", rows)
     ending = group.finished
@@ -485,6 +489,9 @@ def train(config: Optional[Config] = None, seeds: Optional[list] = None,
     elif kind == "diverged":
       diverged_stop.extend(payload)
 
+  _SIGINT.clear()
+  main_thread = threading.current_thread() is threading.main_thread()
+  previous = signal.signal(signal.SIGINT, _on_sigint) if main_thread else None
   try:
     if len(groups) == 1:
       run_seeds(cfg, groups[0], lambda kind, payload: handle(kind, groups[0], payload),
@@ -496,6 +503,8 @@ def train(config: Optional[Config] = None, seeds: Optional[list] = None,
     if progress:
       print("\ninterrupted: every completed evaluation is in metrics.csv", file=sys.stderr)
   finally:
+    if main_thread:
+      signal.signal(signal.SIGINT, previous)
     if tb:
       tb.close()
 
@@ -516,6 +525,16 @@ def train(config: Optional[Config] = None, seeds: Optional[list] = None,
         f"seed {r['seed']} diverged ({r['diverged_what']} non-finite at env step "
         f"{r['diverged_step']}); stopped the run (stop_on_divergence)")
   return result
+
+
+#: Set by Ctrl-C during ``train``; the chunk loop checks it, so that an interrupt that
+#: arrives inside a callee which swallows ``KeyboardInterrupt`` still stops the run.
+_SIGINT = threading.Event()
+
+
+def _on_sigint(signum, frame):
+  _SIGINT.set()
+  raise KeyboardInterrupt
 
 
 class DivergenceError(RuntimeError):
