@@ -236,8 +236,8 @@ def _gather(state: ReplayState, env: Array, col: Array) -> Transition:
   Each leaf is viewed as ``[num_envs * capacity_per_env, ...]`` and indexed with one
   integer array. With the two-index form ``leaf[env, col]``, XLA:CPU fused the
   preceding :func:`add` into a gather inside the training loop and then copied a whole
-  ``[num_envs, capacity_per_env, obs]`` leaf twice per iteration (measured: +1.4 ms per
-  SAC step at capacity 1M, about 40%). ``tests/test_program_copies.py`` guards this.
+  ``[num_envs, capacity_per_env, obs]`` leaf twice per iteration (``benchmarks/replay_capacity_speed.py``:
+  a SAC step at capacity 1M took 1.24x its time at 10k). ``tests/test_program_copies.py`` guards this.
   """
   row = env * state.capacity_per_env + col
   return jax.tree.map(lambda leaf: leaf.reshape((-1,) + leaf.shape[2:])[row], state.data)
