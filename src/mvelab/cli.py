@@ -28,6 +28,8 @@ commands:
   plot     Figure-1 learning curves, performance and cost against the horizon H
   reproduce figure1
            the seed paper's Figure 1: sweep, table and figures in one resumable command
+  reproduce paper
+           the reference paper's matrix (SAC, CE, AE, Retrace x H) on one of its tasks
 
 Run `mvelab <command> --help` for the options of a command.
 """
@@ -128,6 +130,10 @@ def cmd_train(argv) -> int:
     out = args.resume
   else:
     out = args.out or os.path.join("runs", f"{cfg.env}-{cfg.preset}-seed{cfg.seed}")
+  from mvelab.config import paper_preset_warning
+  warning = paper_preset_warning(cfg)
+  if warning:
+    print(warning, file=sys.stderr)
   try:
     result = runner.train(
         cfg, out_dir=out, overwrite=args.overwrite, workers=args.workers,

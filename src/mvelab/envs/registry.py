@@ -14,7 +14,8 @@ class EnvSpec:
 
   Attributes:
     name: registry name.
-    family: ``"classic"`` (pure JAX) or ``"brax"``.
+    family: ``"classic"`` (pure JAX), ``"brax"``, or ``"paper"`` (the reference paper's
+      own tasks, ``mvelab.envs.paper_cartpole`` and ``mvelab.envs.paper_brax``).
     factory: ``factory(**options) -> Env``; imported lazily.
     options: allowed keyword options and their defaults.
     backends: physics backends allowed for the ``backend`` option (classic: ``("jax",)``).
@@ -34,6 +35,20 @@ def _classic(cls_name):
   return factory
 
 
+def _paper_cartpole(cls_name):
+  def factory(**options):
+    from mvelab.envs import paper_cartpole
+    return getattr(paper_cartpole, cls_name)(**options)
+  return factory
+
+
+def _paper_brax(brax_name):
+  def factory(**options):
+    from mvelab.envs import paper_brax
+    return paper_brax.PaperBraxEnv(brax_name, **options)
+  return factory
+
+
 def _brax(brax_name):
   def factory(**options):
     from mvelab.envs import brax_env
@@ -42,6 +57,8 @@ def _brax(brax_name):
 
 
 BRAX_BACKENDS = ("spring", "positional", "generalized", "mjx")
+#: Backends of the paper locomotion tasks (no mjx: see envs/paper_brax.py).
+PAPER_BRAX_BACKENDS = ("spring", "positional", "generalized")
 #: Default physics backend for locomotion: spring, the fastest with contacts on CPU
 #: (measurements.md §2: hopper 256 x 30-step rollout 85 ms vs 589 ms generalized).
 DEFAULT_BRAX_BACKEND = "spring"
@@ -68,6 +85,28 @@ for _name in ("inverted_pendulum", "inverted_double_pendulum", "hopper", "walker
   _register(EnvSpec(_name, "brax", _brax(_name),
                     dict(backend=_backend, action_repeat=1, episode_length=1000),
                     BRAX_BACKENDS))
+
+
+# The reference paper's own tasks (paper-and-official-code.md §3).
+_register(EnvSpec("paper_inverted_pendulum", "paper", _paper_cartpole("PaperInvertedPendulum"),
+                  dict(action_repeat=4, episode_length=250), ("jax",)))
+_register(EnvSpec("paper_cartpole", "paper", _paper_cartpole("PaperCartpole"),
+                  dict(action_repeat=2, episode_length=500), ("jax",)))
+for _name, _repeat, _length in (("hopper", 2, 500), ("walker2d", 2, 500),
+                                ("halfcheetah", 1, 1000)):
+  _register(EnvSpec(f"paper_{_name}", "paper", _paper_brax(_name),
+                    dict(backend=DEFAULT_BRAX_BACKEND, action_repeat=_repeat,
+                         episode_length=_length), PAPER_BRAX_BACKENDS))
+
+#: The paper task that corresponds to each non-paper env (for the ``paper`` preset warning).
+PAPER_COUNTERPART = {"inverted_pendulum": "paper_inverted_pendulum",
+                     "cartpole_swingup": "paper_cartpole", "hopper": "paper_hopper",
+                     "walker2d": "paper_walker2d", "halfcheetah": "paper_halfcheetah"}
+
+
+def paper_tasks() -> list:
+  """Names of the reference paper's own tasks."""
+  return [name for name, spec in ENVS.items() if spec.family == "paper"]
 
 
 def validate(name: str, **options) -> dict:

@@ -53,6 +53,12 @@ MODEL_STYLE = {
     "oracle": dict(color="tab:orange", marker="s", name="OVE (oracle)"),
 }
 BOOTSTRAP_SAMPLES = 2000
+#: Which expansion a figure shows, and its model-line names ("critic": the seed's Figure 1).
+EXPANSIONS = ("critic", "actor")
+PANEL_NAMES = {
+    "critic": {"learned": "MVE (learned model)", "oracle": "OVE (oracle)"},
+    "actor": {"learned": "AE (learned model)", "oracle": "AE (oracle)"},
+}
 
 
 # ----------------------------------------------------------------------------- data
@@ -98,15 +104,17 @@ def _envs(df: pd.DataFrame) -> list:
   return [str(e) for e in pd.unique(df["env"].dropna())]
 
 
-def _names(agent: str) -> dict:
+def _names(agent: str, expansion: str = "critic") -> dict:
   """Display names; SAC runs are plain, other agents get a prefix ("DDPG-MVE")."""
-  if agent == "sac":
-    return dict(base="SAC", prefix="")
-  return dict(base=agent.upper(), prefix=f"{agent.upper()}-")
+  check_choice("expansion", expansion, EXPANSIONS)
+  prefix = "" if agent == "sac" else f"{agent.upper()}-"
+  return dict(base=agent.upper(), prefix=prefix, expansion=expansion,
+              models=PANEL_NAMES[expansion])
 
 
-def _select(rows: pd.DataFrame, kind: str) -> pd.DataFrame:
-  """Rows of one kind: "sac" (no expansion), "retrace", or a model ("learned", "oracle").
+def _select(rows: pd.DataFrame, kind: str, expansion: str = "critic") -> pd.DataFrame:
+  """Rows of one kind: "sac" (no expansion), "retrace", or a model ("learned", "oracle")
+  of ``expansion`` ("critic" or "actor").
 
   Variants of one kind (labels with a suffix after ``H=<h>``, e.g. "MVE H=5 P=4" next to
   "MVE H=5") are not pooled: the plain variant is kept (else the most common one) with a
@@ -117,7 +125,7 @@ def _select(rows: pd.DataFrame, kind: str) -> pd.DataFrame:
   if kind == "retrace":
     picked = rows[rows["expansion"] == "retrace"]
   else:
-    picked = rows[(rows["expansion"] == "critic") & (rows["model"] == kind)]
+    picked = rows[(rows["expansion"] == expansion) & (rows["model"] == kind)]
   return _one_variant(picked, kind)
 
 
@@ -288,7 +296,8 @@ def _save(fig: Figure, out_path) -> list:
 # ----------------------------------------------------------------------------- figures
 
 
-def figure1(df: pd.DataFrame, out_path, band: str = "std", env: Optional[str] = None) -> list:
+def figure1(df: pd.DataFrame, out_path, band: str = "std", env: Optional[str] = None,
+            expansion: str = "critic") -> list:
   """Learning curves per horizon: learned model (top) and oracle (bottom), one env.
 
   Args:
@@ -296,17 +305,20 @@ def figure1(df: pd.DataFrame, out_path, band: str = "std", env: Optional[str] = 
     out_path: where to write; the suffix is replaced by .png and .pdf.
     band: "std" (mean +- one std over seeds) or "ci" (95% bootstrap CI of the mean).
     env: the environment to plot (default: the first one in ``df``).
+    expansion: "critic" (critic expansion: MVE/OVE, the seed's Figure 1) or "actor"
+      (actor expansion, AE).
 
   Returns:
     The paths written (PNG, PDF).
 
   Raises:
-    ConfigError (a ValueError): unknown ``band`` or ``env``, or a frame without rows.
+    ConfigError (a ValueError): unknown ``band``, ``env`` or ``expansion``, or a frame
+      without rows.
   """
   check_choice("band", band, BANDS)
   env, agent, rows = _prepare(df, env)
-  names = _names(agent)
-  panels = [(m, _select(rows, m)) for m in MODELS]
+  names = _names(agent, expansion)
+  panels = [(m, _select(rows, m, expansion)) for m in MODELS]
   colors = _horizon_colors(sorted(set().union(*(_horizons(r) for _, r in panels))))
   sac, retrace = _select(rows, "sac"), _select(rows, "retrace")
   ref_curves = _reference_curves(sac, retrace, band, names)
@@ -315,8 +327,7 @@ def figure1(df: pd.DataFrame, out_path, band: str = "std", env: Optional[str] = 
 
   fig = Figure(figsize=(9.5, 7.5), layout="constrained")
   axes = fig.subplots(2, 1, sharex=True)
-  titles = {"learned": f"{names['prefix']}MVE (learned model) — {env}",
-            "oracle": f"{names['prefix']}OVE (oracle) — {env}"}
+  titles = {m: f"{names['prefix']}{names['models'][m]} — {env}" for m in MODELS}
   for ax, (model, prows) in zip(axes, panels):
     for h in _horizons(prows):
       c = _curve(prows[prows["horizon"] == h], band)
@@ -369,7 +380,8 @@ def _reference_curves(sac, retrace, band, names) -> list:
   return out
 
 
-def performance_vs_horizon(df: pd.DataFrame, out_path, env: Optional[str] = None) -> list:
+def performance_vs_horizon(df: pd.DataFrame, out_path, env: Optional[str] = None,
+                           expansion: str = "critic") -> list:
   """Final return and normalised AUC vs horizon, one line per model type.
 
   Each seed contributes its final return and its normalised area under the curve (average
@@ -383,8 +395,9 @@ def performance_vs_horizon(df: pd.DataFrame, out_path, env: Optional[str] = None
     The paths written (PNG, PDF).
   """
   env, agent, rows = _prepare(df, env)
-  names = _names(agent)
-  scores = {k: _seed_scores(_select(rows, k)) for k in ("sac",) + MODELS + ("retrace",)}
+  names = _names(agent, expansion)
+  scores = {k: _seed_scores(_select(rows, k, expansion))
+            for k in ("sac",) + MODELS + ("retrace",)}
   finite = {k: s[np.isfinite(s["final"].to_numpy(float))] for k, s in scores.items()}
   seeds = [int(n) for s in finite.values() for n in s.groupby("horizon").size()]
   left_out = sum(len(scores[k]) - len(finite[k]) for k in scores)
@@ -399,7 +412,7 @@ def performance_vs_horizon(df: pd.DataFrame, out_path, env: Optional[str] = None
     ax.set_ylabel(labels[column])
     ax.set_title(titles[column])
   note = f"; {left_out} diverged seed{'s' * (left_out != 1)} left out" if left_out else ""
-  fig.suptitle(f"{names['prefix']}value expansion vs horizon — {env} "
+  fig.suptitle(f"{names['prefix']}{names['expansion']} expansion vs horizon — {env} "
                f"(mean ± std over {_seed_note(seeds)}{note})")
   _bottom_legend(fig, axes)
   try:
@@ -408,7 +421,8 @@ def performance_vs_horizon(df: pd.DataFrame, out_path, env: Optional[str] = None
     fig.clear()
 
 
-def cost_vs_horizon(df: pd.DataFrame, out_path, env: Optional[str] = None) -> list:
+def cost_vs_horizon(df: pd.DataFrame, out_path, env: Optional[str] = None,
+                    expansion: str = "critic") -> list:
   """Training wall-clock cost vs horizon, one line per model type.
 
   The cost of a run is ``wall_time_s / env_steps * 1000`` at its last evaluation, the max
@@ -425,8 +439,8 @@ def cost_vs_horizon(df: pd.DataFrame, out_path, env: Optional[str] = None) -> li
   if "wall_time_s" not in df.columns:
     raise ConfigError("df: missing column wall_time_s (needed for the cost figure)")
   env, agent, rows = _prepare(df, env)
-  names = _names(agent)
-  stats = {k: _stats(_run_costs(_select(rows, k)), "cost")
+  names = _names(agent, expansion)
+  stats = {k: _stats(_run_costs(_select(rows, k, expansion)), "cost")
            for k in ("sac",) + MODELS + ("retrace",)}
 
   fig = Figure(figsize=(7.5, 5.2), layout="constrained")
@@ -480,7 +494,7 @@ def _horizon_panel(ax, stats: dict, names: dict, band: bool = True) -> None:
     st = stats[k]
     if st.empty:
       continue
-    style = MODEL_STYLE[k]
+    style = dict(MODEL_STYLE[k], name=names["models"][k])
     x = [pos[int(h)] + off for h in st["horizon"]]
     y = list(st["mean"])
     if sac_point is not None:

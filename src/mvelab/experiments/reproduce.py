@@ -126,7 +126,9 @@ def _parser() -> argparse.ArgumentParser:
       "expansion with the learned model (MVE) and the oracle (OVE) at H in "
       f"{{{', '.join(map(str, HORIZONS))}}}, 5 seeds, then the table and the figures. "
       "Re-running the same command resumes: finished runs are not redone.")
-  parser.add_argument("figure", choices=["figure1"], help="what to reproduce")
+  parser.add_argument("figure", choices=["figure1", "paper"],
+                      help="what to reproduce (`mvelab reproduce paper --help`: the "
+                      "reference paper's matrix on one of its tasks)")
   parser.add_argument("--env", default=None,
                       help=f"environment (default: {SMALL_ENV}; with --preset paper: "
                       "inverted_pendulum)")
@@ -151,7 +153,12 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def main(argv=None) -> int:
-  """``mvelab reproduce figure1 [options]``; 0 ok, 1 a run failed, 2 bad input, 130 Ctrl-C."""
+  """``mvelab reproduce figure1|paper [options]``; 0 ok, 1 a run failed, 2 bad input, 130
+  Ctrl-C. ``paper`` is :mod:`mvelab.experiments.paper`."""
+  argv = list(sys.argv[1:] if argv is None else argv)
+  if argv and argv[0] == "paper":
+    from mvelab.experiments import paper
+    return paper.main(argv[1:])
   try:
     args = _parser().parse_args(argv)
   except SystemExit as e:

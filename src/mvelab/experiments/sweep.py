@@ -347,6 +347,7 @@ def main(argv=None) -> int:
     return e.code if isinstance(e.code, int) else 2
   try:
     spec = load_spec(args.spec)
+    print_preset_warnings(spec)
     result = run_sweep(spec, args.out, jobs=args.jobs, progress=not args.quiet,
                        job_fn=run_job)
   except ConfigError as e:
@@ -357,6 +358,14 @@ def main(argv=None) -> int:
           f"to resume the rest", file=sys.stderr)
     return 130
   return 1 if print_failures(result) else 0
+
+
+def print_preset_warnings(spec: Spec) -> None:
+  """One line per env of the spec that runs the paper preset but is not a paper task."""
+  from mvelab.config import paper_preset_warning
+  lines = {paper_preset_warning(r.config) for r in spec.runs} - {None}
+  for line in sorted(lines):
+    print(line, file=sys.stderr)
 
 
 def print_failures(result: SweepResult) -> bool:
