@@ -41,8 +41,8 @@ def test_paper_spec_has_no_size_overrides():
   assert len(spec.runs) == 1 + 2 * len(reproduce.HORIZONS)
   for r in spec.runs:
     c = config_lib.resolve(r.config)
-    paper = config_lib.resolve(Config(env="inverted_pendulum", preset="paper"))
-    assert c.env == "inverted_pendulum" and c.preset == "paper"
+    paper = config_lib.resolve(Config(env="paper_inverted_pendulum", preset="paper"))
+    assert c.env == "paper_inverted_pendulum" and c.preset == "paper"
     assert (c.hidden_sizes, c.batch_size, c.total_steps) == (
         paper.hidden_sizes, paper.batch_size, paper.total_steps)
     assert c.ce_values == "control_variate"

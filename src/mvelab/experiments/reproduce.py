@@ -14,7 +14,8 @@ Two scales:
   (64, 64) ensemble, ``SMALL_STEPS`` environment steps, 5 seeds vmapped per run). Retrace
   at ``H = 3`` is added as a model-free reference.
 * ``--preset paper``: the reference paper's settings for the chosen environment (its
-  steps, networks, batch, ensemble and model schedule; ``--env inverted_pendulum`` etc.),
+  steps, networks, batch, ensemble and model schedule; ``--env paper_inverted_pendulum``
+  etc.; ``mvelab reproduce paper`` runs the reference's whole matrix on such a task),
   for a machine with a GPU: no size overrides.
 """
 
@@ -31,6 +32,8 @@ from mvelab.errors import ConfigError
 HORIZONS = (1, 3, 5, 10, 20, 30)
 RETRACE_HORIZON = 3
 SMALL_ENV = "pendulum"
+#: Default environment of ``--preset paper``: the paper's own inverted-pendulum task.
+PAPER_ENV = "paper_inverted_pendulum"
 SMALL_STEPS = 10000
 #: Overrides of the small CPU default (``--preset default``).
 SMALL = dict(hidden_sizes=[64, 64], batch_size=128, warmup_steps=1000, eval_every=500,
@@ -47,7 +50,8 @@ def figure1_spec(env: Optional[str] = None, steps: Optional[int] = None, seeds: 
   """The sweep spec (a mapping, see docs/sweeps.md) of Figure 1.
 
   Args:
-    env: environment (default: ``pendulum`` for the default preset, ``inverted_pendulum``
+    env: environment (default: ``pendulum`` for the default preset,
+      ``paper_inverted_pendulum``
       for ``paper``).
     steps: environment steps per run (default: ``SMALL_STEPS`` for the default preset,
       the paper's per-environment budget for ``paper``).
@@ -56,7 +60,7 @@ def figure1_spec(env: Optional[str] = None, steps: Optional[int] = None, seeds: 
     retrace: add Retrace at ``H = RETRACE_HORIZON`` as a model-free reference.
   """
   small = preset == "default"
-  env = env or (SMALL_ENV if small else "inverted_pendulum")
+  env = env or (SMALL_ENV if small else PAPER_ENV)
   steps = steps or (SMALL_STEPS if small else None)
   critic = dict(expansions="critic", horizons=list(HORIZONS))
   learned = dict(critic, models="learned")
@@ -131,7 +135,7 @@ def _parser() -> argparse.ArgumentParser:
                       "reference paper's matrix on one of its tasks)")
   parser.add_argument("--env", default=None,
                       help=f"environment (default: {SMALL_ENV}; with --preset paper: "
-                      "inverted_pendulum)")
+                      f"{PAPER_ENV})")
   parser.add_argument("--steps", type=int, default=None,
                       help=f"environment steps per run (default: {SMALL_STEPS}; with "
                       "--preset paper: the paper's budget for the env)")
@@ -171,7 +175,7 @@ def main(argv=None) -> int:
             f"{', '.join(envs.ENVS)}", file=sys.stderr)
       return 2
   out = args.out or os.path.join(
-      "runs", f"figure1-{env or (SMALL_ENV if args.preset == 'default' else 'inverted_pendulum')}"
+      "runs", f"figure1-{env or (SMALL_ENV if args.preset == 'default' else PAPER_ENV)}"
       f"-{args.preset}")
   try:
     r = reproduce_figure1(out, env, args.steps, args.seeds, args.preset, args.jobs,
