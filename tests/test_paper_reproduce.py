@@ -6,7 +6,6 @@ The expected values below are transcribed from the reference's hyperparameter ta
 
 import os
 
-import numpy as np
 import pandas as pd
 import pytest
 
@@ -29,16 +28,12 @@ TASKS = {
     "paper_cartpole": dict(total_steps=100_000, num_envs=1, action_repeat=2,
                            episode_length=500, gamma=0.99, batch_size=256,
                            warmup_steps=512, eval_every=1000),
-    "paper_hopper": dict(total_steps=1_000_000, num_envs=128, action_repeat=2,
-                         episode_length=500, gamma=0.99, batch_size=256,
-                         warmup_steps=65_536, eval_every=4992),
-    "paper_walker2d": dict(total_steps=1_000_000, num_envs=128, action_repeat=2,
-                           episode_length=500, gamma=0.99, batch_size=256,
-                           warmup_steps=65_536, eval_every=4992),
-    "paper_halfcheetah": dict(total_steps=1_000_000, num_envs=128, action_repeat=1,
-                              episode_length=1000, gamma=0.95, batch_size=512,
-                              warmup_steps=65_536, eval_every=4992),
 }
+LOCOMOTION = dict(total_steps=1_000_000, num_envs=128, action_repeat=2, episode_length=500,
+                  gamma=0.99, batch_size=256, warmup_steps=65_536, eval_every=4992)
+TASKS.update(paper_hopper=LOCOMOTION, paper_walker2d=LOCOMOTION,
+             paper_halfcheetah=dict(LOCOMOTION, action_repeat=1, episode_length=1000,
+                                    gamma=0.95, batch_size=512))
 MODEL = dict(model_hidden_sizes=(256, 256, 256, 256), model_members=5, model_lr=3e-4,
              model_batch_size=256, model_schedule="paper")
 

@@ -51,6 +51,18 @@ def quadratic_tolerance(x: Array, margin: float) -> Array:
   return jnp.maximum(0.0, 1.0 - jnp.square(x / margin))
 
 
+def swingup_reward(x: Array, theta: Array, theta_dot: Array, a: Array) -> Array:
+  """dm_control's cart-pole swing-up reward ``[]`` in ``[0, 1]`` (post-step state, action)::
+
+    upright * centered * small_control * small_velocity
+  """
+  upright = (jnp.cos(theta) + 1.0) / 2.0
+  centered = (1.0 + gaussian_tolerance(x, margin=2.0)) / 2.0
+  small_control = (4.0 + quadratic_tolerance(a, margin=1.0)) / 5.0
+  small_velocity = (1.0 + gaussian_tolerance(theta_dot, margin=5.0)) / 2.0
+  return (upright * centered * small_control * small_velocity).astype(jnp.float32)
+
+
 class _ClassicEnv(Env):
   """Shared constructor of the pure-JAX environments (validated options)."""
 
@@ -216,12 +228,7 @@ class CartpoleSwingup(_ClassicEnv):
 
   def _reward(self, sim: Array, a: Array) -> Array:
     """Reward ``[]`` in ``[0, 1]`` of post-step ``sim`` ``[4]`` and clipped action ``a`` ``[]``."""
-    x, theta, theta_dot = sim[0], sim[1], sim[3]
-    upright = (jnp.cos(theta) + 1.0) / 2.0
-    centered = (1.0 + gaussian_tolerance(x, margin=2.0)) / 2.0
-    small_control = (4.0 + quadratic_tolerance(a, margin=1.0)) / 5.0
-    small_velocity = (1.0 + gaussian_tolerance(theta_dot, margin=5.0)) / 2.0
-    return (upright * centered * small_control * small_velocity).astype(jnp.float32)
+    return swingup_reward(sim[0], sim[1], sim[3], a)
 
   def _agent_step(self, sim: Array, a: Array) -> tuple[Array, Array, Array]:
     """One agent step without repeat: ``(sim' [4], reward [], terminated [])``."""

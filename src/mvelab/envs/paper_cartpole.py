@@ -74,7 +74,7 @@ import math
 import jax
 import jax.numpy as jnp
 
-from mvelab.envs.classic import gaussian_tolerance, quadratic_tolerance
+from mvelab.envs.classic import swingup_reward
 from mvelab.envs.base import Env
 from mvelab.errors import check_positive
 
@@ -234,12 +234,7 @@ class PaperCartpole(PaperCartpoleSystem):
   x_limit = 1.0
 
   def reward(self, next_sim: Array, a: Array) -> Array:
-    x, theta, theta_dot = next_sim[0], next_sim[1], next_sim[3]
-    upright = (jnp.cos(theta) + 1.0) / 2.0
-    centered = (1.0 + gaussian_tolerance(x, margin=2.0)) / 2.0
-    small_control = (4.0 + quadratic_tolerance(a, margin=1.0)) / 5.0
-    small_velocity = (1.0 + gaussian_tolerance(theta_dot, margin=5.0)) / 2.0
-    return (upright * centered * small_control * small_velocity).astype(jnp.float32)
+    return swingup_reward(next_sim[0], next_sim[1], next_sim[3], a)
 
   def terminated(self, next_obs: Array) -> Array:
     return jnp.abs(next_obs[..., 0]) > self.x_limit

@@ -19,8 +19,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import sys
-import time
 from typing import Optional, Sequence
 
 from mvelab.errors import ConfigError
@@ -113,28 +111,15 @@ def reproduce_paper(out_dir: str, env: str = DEFAULT_ENV, seeds: int = 5,
     ``{"sweep", "spec", "tables", "figures", "summary_text", "wall_s"}`` as
     ``reproduce_figure1``.
   """
-  import yaml
-  from mvelab.experiments import plots, results, spec as spec_lib, sweep
+  from mvelab.experiments import reproduce
 
   if isinstance(seeds, bool) or not isinstance(seeds, int) or seeds <= 0:
     raise ConfigError(f"seeds: must be a positive integer, got {seeds!r}")
-  t0 = time.perf_counter()
   data = paper_spec(env, seeds, agents, parts, models, horizons, steps, model_schedule)
-  text = ("# Written by `mvelab reproduce paper`; re-run that command to resume.\n"
-          + yaml.safe_dump(data, sort_keys=False))
-  spec = spec_lib.parse_spec(data, text)
-  threshold = THRESHOLDS.get(env) if threshold is None else threshold
-  result = sweep.run_sweep(spec, out_dir, jobs=jobs, executor=executor, progress=progress,
-                           job_fn=job_fn or sweep.run_job)
-  df = results.collect(os.path.join(out_dir, sweep.RUNS_DIR))
-  out = dict(sweep=result, spec=os.path.join(out_dir, "spec.yaml"), tables={}, figures=[])
-  if not df.empty:
-    summary = results.summarize(df, threshold)
-    out["tables"] = results.write_tables(df, summary, out_dir)
-    out["figures"] = write_figures(df, out_dir, band)
-    out["summary_text"] = results.format_summary(summary)
-  out["wall_s"] = time.perf_counter() - t0
-  return out
+  return reproduce.run_spec(
+      data, "paper", out_dir, lambda df, d: write_figures(df, d, band),
+      threshold=THRESHOLDS.get(env) if threshold is None else threshold, jobs=jobs,
+      executor=executor, progress=progress, job_fn=job_fn)
 
 
 def write_figures(df, out_dir: str, band: str = "std") -> list:
@@ -198,29 +183,13 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv=None) -> int:
   """``mvelab reproduce paper [options]``; 0 ok, 1 a run failed, 2 bad input, 130 Ctrl-C."""
-  from mvelab.experiments import sweep
+  from mvelab.experiments import reproduce
   try:
     args = _parser().parse_args(argv)
   except SystemExit as e:
     return e.code if isinstance(e.code, int) else 2
   out = args.out or os.path.join("runs", f"paper-{args.env}")
-  try:
-    r = reproduce_paper(out, args.env, args.seeds, args.agents, args.parts, args.models,
-                        args.horizons, args.steps, args.model_schedule, args.threshold,
-                        args.jobs, args.band, progress=not args.quiet)
-  except ConfigError as e:
-    print(f"mvelab: error: {e}", file=sys.stderr)
-    return 2
-  except KeyboardInterrupt:
-    print(f"\ninterrupted: finished runs are kept in {out}; re-run the same command to "
-          "resume the rest", file=sys.stderr)
-    return 130
-  if r.get("summary_text"):
-    print()
-    print(r["summary_text"])
-  print()
-  print(f"sweep directory: {out} (spec: {r['spec']})")
-  for path in list(r["tables"].values()) + list(r["figures"]):
-    print(f"wrote {path}")
-  print(f"total wall time: {r['wall_s'] / 60:.1f} min")
-  return 1 if sweep.print_failures(r["sweep"]) else 0
+  return reproduce.run_and_report(out, lambda: reproduce_paper(
+      out, args.env, args.seeds, args.agents, args.parts, args.models, args.horizons,
+      args.steps, args.model_schedule, args.threshold, args.jobs, args.band,
+      progress=not args.quiet))

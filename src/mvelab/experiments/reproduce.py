@@ -95,8 +95,7 @@ def reproduce_figure1(out_dir: str, env: Optional[str] = None, steps: Optional[i
   Raises:
     ConfigError: bad options (the message names the option).
   """
-  import yaml
-  from mvelab.experiments import plots, results, spec as spec_lib, sweep
+  from mvelab.experiments import plots
 
   if preset not in ("default", "paper"):
     raise ConfigError(f"preset: must be one of default, paper; got {preset!r}")
@@ -105,9 +104,26 @@ def reproduce_figure1(out_dir: str, env: Optional[str] = None, steps: Optional[i
   if steps is not None and (isinstance(steps, bool) or not isinstance(steps, int)
                             or steps <= 0):
     raise ConfigError(f"steps: must be a positive integer, got {steps!r}")
+  return run_spec(figure1_spec(env, steps, seeds, preset, retrace), "figure1", out_dir,
+                  lambda df, d: plots.plot_all(df, d, band=band), jobs=jobs,
+                  executor=executor, progress=progress, job_fn=job_fn)
+
+
+def run_spec(data: dict, command: str, out_dir: str, figures, threshold=None, jobs=None,
+             executor=None, progress: bool = True, job_fn=None) -> dict:
+  """The pipeline of every ``reproduce`` command: spec, sweep (resumable), table, figures.
+
+  Args:
+    data: the sweep spec mapping (written to ``out_dir/spec.yaml`` with a comment naming
+      ``mvelab reproduce <command>``).
+    figures: ``figures(df, out_dir) -> [paths]`` draws the command's figures.
+    threshold: return for the table's steps-to-threshold columns (None: no columns).
+  """
+  import yaml
+  from mvelab.experiments import results, spec as spec_lib, sweep
+
   t0 = time.perf_counter()
-  data = figure1_spec(env, steps, seeds, preset, retrace)
-  text = ("# Written by `mvelab reproduce figure1`; re-run that command to resume.\n"
+  text = (f"# Written by `mvelab reproduce {command}`; re-run that command to resume.\n"
           + yaml.safe_dump(data, sort_keys=False))
   spec = spec_lib.parse_spec(data, text)
   result = sweep.run_sweep(spec, out_dir, jobs=jobs, executor=executor, progress=progress,
@@ -115,12 +131,35 @@ def reproduce_figure1(out_dir: str, env: Optional[str] = None, steps: Optional[i
   df = results.collect(os.path.join(out_dir, sweep.RUNS_DIR))
   out = dict(sweep=result, spec=os.path.join(out_dir, "spec.yaml"), tables={}, figures=[])
   if not df.empty:
-    summary = results.summarize(df)
+    summary = results.summarize(df, threshold)
     out["tables"] = results.write_tables(df, summary, out_dir)
-    out["figures"] = plots.plot_all(df, out_dir, band=band)
+    out["figures"] = figures(df, out_dir)
     out["summary_text"] = results.format_summary(summary)
   out["wall_s"] = time.perf_counter() - t0
   return out
+
+
+def run_and_report(out: str, run) -> int:
+  """Calls ``run()`` (a ``run_spec`` result) and prints what it wrote; the exit code."""
+  from mvelab.experiments import sweep
+  try:
+    r = run()
+  except ConfigError as e:
+    print(f"mvelab: error: {e}", file=sys.stderr)
+    return 2
+  except KeyboardInterrupt:
+    print(f"\ninterrupted: finished runs are kept in {out}; re-run the same command to "
+          "resume the rest", file=sys.stderr)
+    return 130
+  if r.get("summary_text"):
+    print()
+    print(r["summary_text"])
+  print()
+  print(f"sweep directory: {out} (spec: {r['spec']})")
+  for path in list(r["tables"].values()) + list(r["figures"]):
+    print(f"wrote {path}")
+  print(f"total wall time: {r['wall_s'] / 60:.1f} min")
+  return 1 if sweep.print_failures(r["sweep"]) else 0
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -177,27 +216,9 @@ def main(argv=None) -> int:
   out = args.out or os.path.join(
       "runs", f"figure1-{env or (SMALL_ENV if args.preset == 'default' else PAPER_ENV)}"
       f"-{args.preset}")
-  try:
-    r = reproduce_figure1(out, env, args.steps, args.seeds, args.preset, args.jobs,
-                          retrace=not args.no_retrace, band=args.band,
-                          progress=not args.quiet)
-  except ConfigError as e:
-    print(f"mvelab: error: {e}", file=sys.stderr)
-    return 2
-  except KeyboardInterrupt:
-    print(f"\ninterrupted: finished runs are kept in {out}; re-run the same command to "
-          "resume the rest", file=sys.stderr)
-    return 130
-  if r.get("summary_text"):
-    print()
-    print(r["summary_text"])
-  print()
-  print(f"sweep directory: {out} (spec: {r['spec']})")
-  for path in list(r["tables"].values()) + list(r["figures"]):
-    print(f"wrote {path}")
-  print(f"total wall time: {r['wall_s'] / 60:.1f} min")
-  from mvelab.experiments import sweep
-  return 1 if sweep.print_failures(r["sweep"]) else 0
+  return run_and_report(out, lambda: reproduce_figure1(
+      out, env, args.steps, args.seeds, args.preset, args.jobs, retrace=not args.no_retrace,
+      band=args.band, progress=not args.quiet))
 
 
 if __name__ == "__main__":
