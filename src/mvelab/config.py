@@ -114,6 +114,13 @@ class Config:
   """Critic expansion: values of imagined states from a fresh action with the control
   variate Q(s,ã) − Q(s,â) (the paper's code) or 'direct' from the rollout's own actions
   (the textbook soft H-step target; no critic call per imagined step, cheaper)."""
+  model_error: Literal["none", "physics", "noise"] = "none"
+  """Oracle only: a controlled model error (models/perturbed.py). 'physics': the rollout
+  steps a copy whose physical parameters are scaled by 1 + model_error_scale; 'noise':
+  Gaussian noise of model_error_scale x the batch's per-dimension std is added to every
+  imagined next simulator state (pure-JAX envs)."""
+  model_error_scale: float = 0.0
+  """Size ε >= 0 of --model_error (0: the exact oracle, bit for bit)."""
   exploration_noise: Optional[float] = None
   """DDPG: std of the Gaussian exploration noise added before the tanh (default 0.1)."""
 
@@ -262,6 +269,9 @@ def resolve(cfg: Config) -> Config:
     values["model_warmup_updates"] = 200 * values["warmup_steps"] // values["model_batch_size"]
   out = Config(**values)
   validate(out)
+  if out.model_error != "none":
+    from mvelab.models import perturbed
+    perturbed.check(envs.make(out.env, **env_opts), out.model_error, out.model_error_scale)
   return out
 
 
@@ -342,6 +352,16 @@ def _validate_expansion(cfg: Config) -> None:
   if cfg.expansion == "retrace" and cfg.warmup_steps // cfg.num_envs < cfg.horizon + 1:
     raise ConfigError(f"warmup_steps: retrace windows need at least horizon+1="
                       f"{cfg.horizon + 1} steps per environment before learning starts")
+  check_choice("model_error", cfg.model_error, ("none", "physics", "noise"))
+  scale = cfg.model_error_scale
+  if isinstance(scale, bool) or not isinstance(scale, (int, float)) or not (
+      math.isfinite(scale) and scale >= 0):
+    raise ConfigError(f"model_error_scale: must be a finite number >= 0, got {scale!r}")
+  if cfg.model_error != "none" and cfg.model != "oracle":
+    raise ConfigError(f"model_error: perturbs the oracle; needs --model oracle (got "
+                      f"{cfg.model!r})")
+  if cfg.model_error == "none" and scale != 0:
+    raise ConfigError("model_error_scale: needs --model_error physics or noise")
   if cfg.agent == "ddpg":
     _pos_float("exploration_noise", cfg.exploration_noise)
   if cfg.model == "learned":

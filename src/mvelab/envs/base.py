@@ -170,6 +170,30 @@ class Env(abc.ABC):
     return next_sim, self.observe(next_sim), jnp.asarray(reward, jnp.float32), jnp.asarray(
         terminated, bool)
 
+  # ------------------------------------------------------- controlled model error
+  #: Physical parameters that ``perturbed`` scales (documentation; see each env).
+  physics_parameters: tuple = ()
+
+  def perturbed(self, scale: float) -> "Env":
+    """A copy whose physical parameters (``physics_parameters``) are scaled by
+    ``1 + scale``: the dynamics of the ``physics`` perturbed oracle
+    (``mvelab.models.perturbed``). ``scale = 0`` gives an identical copy.
+
+    Raises:
+      ConfigError: the environment has no scalable physics.
+    """
+    from mvelab.errors import ConfigError
+    del scale
+    raise ConfigError(f"model_error: physics is not supported by env {self.name}")
+
+  def _scaled_copy(self, scale: float, **names):
+    """``copy.copy(self)`` with each attribute in ``names`` multiplied by ``1 + scale``."""
+    import copy
+    out = copy.copy(self)
+    for name in names or self.physics_parameters:
+      setattr(out, name, getattr(self, name) * (1.0 + scale))
+    return out
+
   def describe(self) -> dict:
     """Static facts for tables and run configs."""
     return dict(name=self.name, obs_size=self.obs_size, action_size=self.action_size,

@@ -184,9 +184,35 @@ class BraxEnv(Env):
     self._info_spec = {k: (v.shape, v.dtype) for k, v in template.info.items()}
     self._ps_template = template.pipeline_state
     if backend in ("spring", "positional"):
-      sys = env.sys
-      self._link_mass = sys.link.inertia.mass ** (1 - sys.spring_mass_scale)
       self._state_cls = spring_base.State if backend == "spring" else positional_base.State
+    self._on_system()
+
+  def _on_system(self) -> None:
+    """Recomputes what is derived from ``brax_env.sys`` (after ``perturbed``)."""
+    if self.backend in ("spring", "positional"):
+      sys = self.brax_env.sys
+      self._link_mass = sys.link.inertia.mass ** (1 - sys.spring_mass_scale)
+
+  #: Scaled by ``perturbed``: Brax's link masses and inertias and actuator gears, and
+  #: MJX's body masses, inertias and actuator gears (the mjx backend reads those).
+  physics_parameters = ("link.inertia.mass", "link.inertia.i", "actuator.gear",
+                        "body_mass", "body_inertia", "actuator_gear")
+
+  def perturbed(self, scale: float) -> "BraxEnv":
+    import copy
+    f = 1.0 + scale
+    sys = self.brax_env.sys
+    inertia = sys.link.inertia.replace(mass=sys.link.inertia.mass * f,
+                                       i=sys.link.inertia.i * f)
+    sys = sys.replace(link=sys.link.replace(inertia=inertia),
+                      actuator=sys.actuator.replace(gear=sys.actuator.gear * f),
+                      body_mass=sys.body_mass * f, body_inertia=sys.body_inertia * f,
+                      actuator_gear=sys.actuator_gear * f)
+    out = copy.copy(self)
+    out.brax_env = copy.copy(self.brax_env)
+    out.brax_env.sys = sys
+    out._on_system()
+    return out
 
   # ------------------------------------------------------------- sim <-> brax
   def extract(self, pipeline_state) -> dict:

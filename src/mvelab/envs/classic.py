@@ -108,6 +108,11 @@ class Pendulum(_ClassicEnv):
   dt = 0.05
   max_speed = 8.0
   max_torque = 2.0
+  #: Scaled by ``perturbed`` (mass, length, gravity, actuator gain).
+  physics_parameters = ("m", "l", "g", "max_torque")
+
+  def perturbed(self, scale: float) -> "Pendulum":
+    return self._scaled_copy(scale)
 
   default_episode_length = 200
 
@@ -196,10 +201,21 @@ class CartpoleSwingup(_ClassicEnv):
   gravity = 9.8
   masscart = 1.0
   masspole = 0.1
-  total_mass = masscart + masspole
   length = 0.5  # half the pole's length
-  polemass_length = masspole * length
   force_mag = 10.0
+  #: Scaled by ``perturbed`` (masses, length, gravity, actuator gain).
+  physics_parameters = ("masscart", "masspole", "length", "gravity", "force_mag")
+
+  @property
+  def total_mass(self) -> float:
+    return self.masscart + self.masspole
+
+  @property
+  def polemass_length(self) -> float:
+    return self.masspole * self.length
+
+  def perturbed(self, scale: float) -> "CartpoleSwingup":
+    return self._scaled_copy(scale)
   tau = 0.01
   substeps = 4
   x_threshold = 2.4

@@ -84,10 +84,12 @@ class PaperBraxEnv(brax_env.BraxEnv):
     self.name = f"paper_{brax_name}"
     self.brax_name = brax_name
     self.action_repeat = int(action_repeat)
-    sys = self.brax_env.sys
-    self._mass = jnp.asarray(sys.link.inertia.mass, jnp.float32)
-    self._num_joints = sys.q_size() - _ROOT_DOF
+    self._num_joints = self.brax_env.sys.q_size() - _ROOT_DOF
     self.obs_size = 1 + 4 + 2 * self._num_joints + 3 + (3 if brax_name == "halfcheetah" else 0)
+
+  def _on_system(self) -> None:
+    super()._on_system()
+    self._mass = jnp.asarray(self.brax_env.sys.link.inertia.mass, jnp.float32)
 
   # ------------------------------------------------------------ derived quantities
   def _pipeline(self, sim: dict):

@@ -69,6 +69,7 @@ Differences from the reference code
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import jax
@@ -109,30 +110,53 @@ def capsule_inertia(mass: float, radius: float, length: float) -> float:
 POLE_INERTIA = capsule_inertia(POLE_MASS, POLE_RADIUS, POLE_LENGTH)
 
 
-def accelerations(sim: Array, force: Array) -> tuple[Array, Array]:
+@dataclasses.dataclass(frozen=True)
+class Physics:
+  """The system's physical parameters (SI units); ``NOMINAL`` is the reference's."""
+
+  cart_mass: float = CART_MASS
+  pole_mass: float = POLE_MASS
+  pole_com: float = POLE_COM
+  pole_inertia: float = POLE_INERTIA
+  gravity: float = GRAVITY
+  force_scale: float = FORCE_SCALE
+
+  def scaled(self, scale: float) -> "Physics":
+    """Masses, length, gravity and thruster gain times ``1 + scale``; the inertia
+    (mass x length^2) times ``(1 + scale)^3``."""
+    f = 1.0 + scale
+    return Physics(self.cart_mass * f, self.pole_mass * f, self.pole_com * f,
+                   self.pole_inertia * f ** 3, self.gravity * f, self.force_scale * f)
+
+
+NOMINAL = Physics()
+
+
+def accelerations(sim: Array, force: Array, p: Physics = NOMINAL) -> tuple[Array, Array]:
   """``(x'', theta'')`` of state ``sim`` ``[4]`` under horizontal ``force`` ``[]``."""
   theta, theta_dot = sim[1], sim[3]
-  big_m, m, l, inertia = CART_MASS, POLE_MASS, POLE_COM, POLE_INERTIA
+  big_m, m, l, inertia = p.cart_mass, p.pole_mass, p.pole_com, p.pole_inertia
   c, s = jnp.cos(theta), jnp.sin(theta)
   a11, a12, a22 = big_m + m, m * l * c, inertia + m * l * l
   b1 = force + m * l * s * theta_dot ** 2
-  b2 = m * GRAVITY * l * s
+  b2 = m * p.gravity * l * s
   det = a11 * a22 - a12 * a12
   return (a22 * b1 - a12 * b2) / det, (a11 * b2 - a12 * b1) / det
 
 
-def energy(sim: Array) -> Array:
+def energy(sim: Array, p: Physics = NOMINAL) -> Array:
   """Total mechanical energy ``[...]`` of states ``sim`` ``[..., 4]`` (see module doc)."""
   theta, x_dot, theta_dot = sim[..., 1], sim[..., 2], sim[..., 3]
-  m, l = POLE_MASS, POLE_COM
-  kinetic = (0.5 * (CART_MASS + m) * x_dot ** 2 + m * l * jnp.cos(theta) * x_dot * theta_dot
-             + 0.5 * (POLE_INERTIA + m * l * l) * theta_dot ** 2)
-  return kinetic + m * GRAVITY * l * jnp.cos(theta)
+  m, l = p.pole_mass, p.pole_com
+  kinetic = (0.5 * (p.cart_mass + m) * x_dot ** 2
+             + m * l * jnp.cos(theta) * x_dot * theta_dot
+             + 0.5 * (p.pole_inertia + m * l * l) * theta_dot ** 2)
+  return kinetic + m * p.gravity * l * jnp.cos(theta)
 
 
-def substep(sim: Array, force: Array, dt: float) -> Array:
+def substep(sim: Array, force: Array, dt: float, p: Physics = NOMINAL) -> Array:
   """One semi-implicit Euler step of ``dt`` seconds: velocities, then positions."""
-  x_acc, theta_acc = accelerations(sim, force)
+  x_acc, theta_acc = accelerations(sim, force, p)
   x_dot = sim[2] + dt * x_acc
   theta_dot = sim[3] + dt * theta_acc
   return jnp.stack([sim[0] + dt * x_dot, sim[1] + dt * theta_dot, x_dot,
@@ -163,6 +187,17 @@ class PaperCartpoleSystem(Env):
     self.substeps = BASE_SUBSTEPS * self.action_repeat
     self.substep_dt = BASE_DT / BASE_SUBSTEPS
     self.dt = self.substeps * self.substep_dt
+    self.physics = NOMINAL
+
+  #: Scaled by ``perturbed``: see :meth:`Physics.scaled`. The task's geometry (the pole
+  #: height of the termination test, the track limit) is not.
+  physics_parameters = tuple(f.name for f in dataclasses.fields(Physics))
+
+  def perturbed(self, scale: float) -> "PaperCartpoleSystem":
+    import copy
+    out = copy.copy(self)
+    out.physics = self.physics.scaled(scale)
+    return out
 
   # Task-specific pieces.
   start_angle: float
@@ -186,10 +221,10 @@ class PaperCartpoleSystem(Env):
       ``(next_sim [4], reward [], terminated [])``, both from the post-step state.
     """
     a = jnp.clip(jnp.asarray(action, jnp.float32), -1.0, 1.0)[0]
-    force = FORCE_SCALE * a
+    force = self.physics.force_scale * a
 
     def body(s, _):
-      return substep(s, force, self.substep_dt), None
+      return substep(s, force, self.substep_dt, self.physics), None
 
     next_sim, _ = jax.lax.scan(body, jnp.asarray(sim, jnp.float32), None,
                                length=self.substeps)

@@ -149,6 +149,8 @@ def run_label(config: Mapping) -> str:
     name += f" P={particles}"
   if config.get("tdk"):
     name += " TD-k"
+  if config.get("model_error") not in (None, "none"):
+    name += f" {config['model_error']} eps={config.get('model_error_scale', 0):g}"
   ce_values = config.get("ce_values", "control_variate")
   if ce_values not in (None, "control_variate"):
     name += f" {ce_values}"

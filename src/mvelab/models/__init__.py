@@ -10,10 +10,11 @@ from mvelab.errors import ConfigError, check_choice, check_positive
 from mvelab.models.base import DynamicsModel, PolicyFn, Rollout
 from mvelab.models.ensemble import EnsembleModel, EnsembleState
 from mvelab.models.oracle import OracleModel, masked_rollout
+from mvelab.models.perturbed import PerturbedOracle, one_step_error
 
 #: Allowed ``make_model`` options per model name, with their defaults.
 MODEL_OPTIONS: dict[str, dict] = {
-    "oracle": {},
+    "oracle": dict(error="none", error_scale=0.0),
     "learned": dict(hidden_sizes=(256, 256, 256, 256), num_members=5, learning_rate=3e-4,
                     batch_size=256),
 }
@@ -26,7 +27,9 @@ def make_model(name: str, env, **options) -> DynamicsModel:
     name: ``"oracle"`` (the true simulator) or ``"learned"`` (probabilistic ensemble).
     env: the environment (an :class:`~mvelab.envs.base.Env`).
     **options: for ``"learned"``: ``hidden_sizes``, ``num_members``, ``learning_rate``,
-      ``batch_size`` (``None`` means the default). ``"oracle"`` takes none.
+      ``batch_size`` (``None`` means the default). ``"oracle"``: ``error`` ("none",
+      "physics" or "noise") and ``error_scale`` (a :class:`PerturbedOracle` unless
+      ``error`` is "none").
 
   Returns:
     The model.
@@ -42,7 +45,10 @@ def make_model(name: str, env, **options) -> DynamicsModel:
           f"model option {key!r} is not known for model {name!r}; allowed: "
           f"{', '.join(allowed) if allowed else 'none'}")
   if name == "oracle":
-    return OracleModel(env)
+    error = options.get("error") or "none"
+    if error == "none":
+      return OracleModel(env)
+    return PerturbedOracle(env, error, options.get("error_scale") or 0.0)
   resolved = {**allowed, **{k: v for k, v in options.items() if v is not None}}
   check_positive("num_members", resolved["num_members"])
   check_positive("batch_size", resolved["batch_size"])
@@ -57,5 +63,6 @@ def make_model(name: str, env, **options) -> DynamicsModel:
   return EnsembleModel.from_env(env, **resolved)
 
 
-__all__ = ["Rollout", "DynamicsModel", "PolicyFn", "OracleModel", "EnsembleModel",
+__all__ = ["Rollout", "DynamicsModel", "PolicyFn", "OracleModel", "PerturbedOracle",
+           "one_step_error", "EnsembleModel",
            "EnsembleState", "MODEL_OPTIONS", "make_model", "masked_rollout"]
