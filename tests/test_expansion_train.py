@@ -41,7 +41,10 @@ def test_horizon_zero_is_sac(sac, kw):
     dict(expansion="actor", model="oracle", horizon=2),
     dict(expansion="retrace", horizon=3, agent="ddpg"),
     dict(expansion="critic", model="oracle", horizon=3, ce_values="direct"),
-], ids=["critic-learned-H2", "actor-oracle-H2", "ddpg-retrace-H3", "critic-oracle-H3-direct"])
+    dict(expansion="steve", model="learned", horizon=2, model_hidden_sizes=(32, 32),
+         model_members=3, model_warmup_updates=50),
+], ids=["critic-learned-H2", "actor-oracle-H2", "ddpg-retrace-H3", "critic-oracle-H3-direct",
+        "steve-learned-H2"])
 def test_expansion_variants_train_and_log(kw):
   result = _run(**kw)
   last = result.rows[-1]
@@ -56,3 +59,7 @@ def test_expansion_variants_train_and_log(kw):
     assert np.isnan(last["model_obs_mse"])
   if kw.get("agent") == "ddpg":
     assert last["alpha"] == 0.0
+  if kw["expansion"] == "steve":
+    assert 0.0 <= last["model_use"] <= 1.0 and 0.0 <= last["steve_mean_horizon"] <= 2.0
+  else:
+    assert np.isnan(last["model_use"])

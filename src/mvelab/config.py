@@ -26,6 +26,9 @@ from mvelab.errors import ConfigError, check_choice
 PRESETS = ("default", "paper")
 #: Critic-expansion value estimators (``Config.ce_values``; agents/expansion.py).
 CE_VALUES = ("control_variate", "direct")
+EXPANSIONS = ("none", "critic", "actor", "retrace", "steve")
+#: Expansions that roll a dynamics model (``--model`` required).
+MODEL_EXPANSIONS = ("critic", "actor", "steve")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -98,8 +101,9 @@ class Config:
   # --- value expansion -----------------------------------------------------------------
   agent: Literal["sac", "ddpg"] = "sac"
   """Learner: 'sac' or 'ddpg' (deterministic actor, alpha = 0, target actor, noise)."""
-  expansion: Literal["none", "critic", "actor", "retrace"] = "none"
-  """Value expansion: none (1-step), critic (MVE targets), actor (SVG-style), retrace."""
+  expansion: Literal["none", "critic", "actor", "retrace", "steve"] = "none"
+  """Value expansion: none (1-step), critic (MVE targets), actor (SVG-style), retrace,
+  steve (horizons 0..H weighted by the inverse variance of their candidates)."""
   model: Optional[Literal["oracle", "learned"]] = None
   """Dynamics model for critic/actor expansion: 'oracle' (true simulator) or 'learned'."""
   horizon: int = 0
@@ -107,7 +111,8 @@ class Config:
   lam: float = 1.0
   """Trace coefficient lambda of the target operator (retrace and critic expansion)."""
   particles: int = 1
-  """Critic expansion: average the target over this many independent rollouts."""
+  """Critic expansion: average the target over this many independent rollouts. STEVE with
+  an oracle: the number of rollouts (model samples) per start state."""
   tdk: bool = False
   """Critic expansion: also train the critic on the imagined states (TD-k)."""
   ce_values: Literal["control_variate", "direct"] = "control_variate"
@@ -328,22 +333,25 @@ def validate(cfg: Config) -> None:
 
 def _validate_expansion(cfg: Config) -> None:
   check_choice("agent", cfg.agent, ("sac", "ddpg"))
-  check_choice("expansion", cfg.expansion, ("none", "critic", "actor", "retrace"))
+  check_choice("expansion", cfg.expansion, EXPANSIONS)
   if isinstance(cfg.horizon, bool) or not isinstance(cfg.horizon, int) or cfg.horizon < 0:
     raise ConfigError(f"horizon: must be a non-negative integer, got {cfg.horizon!r}")
-  if cfg.expansion in ("critic", "actor") and cfg.model is None:
+  if cfg.expansion in MODEL_EXPANSIONS and cfg.model is None:
     raise ConfigError(f"model: required for expansion={cfg.expansion}; allowed: oracle, learned")
   if cfg.expansion in ("none", "retrace") and cfg.model is not None:
     raise ConfigError(f"model: not used by expansion={cfg.expansion} (it needs no dynamics "
-                      f"model); drop --model or use --expansion critic/actor")
+                      f"model); drop --model or use --expansion critic/actor/steve")
   if cfg.expansion == "none" and cfg.horizon != 0:
     raise ConfigError(f"horizon: expansion=none has no horizon (got {cfg.horizon}); choose "
                       f"--expansion critic, actor or retrace")
   if not 0.0 <= cfg.lam <= 1.0:
     raise ConfigError(f"lam: must be in [0, 1], got {cfg.lam!r}")
   _pos_int("particles", cfg.particles)
-  if cfg.particles > 1 and cfg.expansion != "critic":
-    raise ConfigError("particles: only used by --expansion critic")
+  if cfg.particles > 1 and cfg.expansion not in ("critic", "steve"):
+    raise ConfigError("particles: only used by --expansion critic and steve")
+  if cfg.particles > 1 and cfg.expansion == "steve" and cfg.model == "learned":
+    raise ConfigError("particles: STEVE with the learned model uses one rollout per "
+                      "ensemble member (see --model_members)")
   if cfg.tdk and cfg.expansion != "critic":
     raise ConfigError("tdk: only used by --expansion critic")
   check_choice("ce_values", cfg.ce_values, CE_VALUES)

@@ -28,6 +28,7 @@ from flax import struct
 from mvelab import replay as replay_lib
 from mvelab.agents import expansion as xp
 from mvelab.agents import sac
+from mvelab.agents import steve
 from mvelab.config import Config
 from mvelab.core import normalization
 from mvelab.envs.base import Env
@@ -218,7 +219,7 @@ def update(p: Programs, state: TrainState, key: jax.Array) -> tuple[TrainState, 
   target_actor = state.target_actor_params if det else state.actor_params
 
   # ALGO LOGIC: the critic target. Every variant goes through the one target operator.
-  weights = None
+  weights, extra = None, {}
   critic_obs, critic_action = obs_tm1, batch.action_tm1
   if cfg.expansion == "critic":
     policy_fn = xp.make_policy_fn(nets, target_actor, stats, det)
@@ -238,6 +239,16 @@ def update(p: Programs, state: TrainState, key: jax.Array) -> tuple[TrainState, 
     else:
       target = xp.critic_expansion_target(*args, roll(k_roll), k_target, hp.gamma, cfg.lam,
                                           det, cfg.ce_values)
+  elif cfg.expansion == "steve":
+    policy_fn = xp.make_policy_fn(nets, target_actor, stats, det)
+    rollouts = p.model.sample_rollouts(state.model_state, stats, batch.obs_t, batch.sim_t,
+                                       policy_fn, k_roll, horizon, cfg.particles)
+    st = steve.steve_target(nets, target_actor, state.target_critic_params, alpha, stats,
+                            batch, rollouts, k_target, hp.gamma, det)
+    target = st.target
+    extra = dict(model_use=1.0 - jnp.mean(st.weights[:, 0]),
+                 steve_mean_horizon=jnp.mean(jnp.sum(
+                     st.weights * jnp.arange(horizon + 1), axis=-1)))
   elif cfg.expansion == "retrace":
     target = xp.retrace_target(nets, target_actor, state.target_critic_params, alpha, stats,
                                window, k_target, hp.gamma, cfg.lam, det)
@@ -285,7 +296,7 @@ def update(p: Programs, state: TrainState, key: jax.Array) -> tuple[TrainState, 
   metrics = dict(critic_loss=c_loss, actor_loss=a_loss, alpha=alpha,
                  entropy=-jnp.mean(log_prob), q_mean=q_mean,
                  target_mean=jnp.mean(target) if weights is None else
-                 jnp.sum(target * weights) / jnp.sum(weights))
+                 jnp.sum(target * weights) / jnp.sum(weights), **extra)
   state = state.replace(
       actor_params=actor_params, critic_params=critic_params,
       target_critic_params=target_critic_params, target_actor_params=target_actor_params,
@@ -440,7 +451,8 @@ def _with_eval(p: Programs, state: TrainState, metrics: dict) -> tuple[TrainStat
 #: Metrics of a chunk; those that do not apply (no update yet, no learned model) are NaN
 #: and written as empty cells.
 CHUNK_METRICS = ("critic_loss", "actor_loss", "alpha", "entropy", "q_mean", "target_mean",
-                 "model_loss", "model_obs_mse", "model_reward_mse")
+                 "model_loss", "model_obs_mse", "model_reward_mse", "model_use",
+                 "steve_mean_horizon")
 
 
 def start(p: Programs, key: jax.Array) -> tuple[TrainState, dict]:

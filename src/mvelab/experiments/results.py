@@ -139,6 +139,8 @@ def run_label(config: Mapping) -> str:
     name = f"VG-{model}"
   elif expansion == "retrace":
     name = "Retrace"
+  elif expansion == "steve":
+    name = f"STEVE-{model}"
   else:
     name = str(expansion)
   name = f"{name} H={horizon}"

@@ -34,7 +34,7 @@ GRID_FIELDS = {"env": "envs", "preset": "presets", "agent": "runs[].agents",
                "expansion": "runs[].expansions", "model": "runs[].models",
                "horizon": "runs[].horizons", "num_seeds": "seeds", "total_steps": "steps"}
 #: Expansions that use a dynamics model (``models`` is dropped for the others).
-MODEL_EXPANSIONS = ("critic", "actor")
+MODEL_EXPANSIONS = config_lib.MODEL_EXPANSIONS
 _MISSING = object()
 
 

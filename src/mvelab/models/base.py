@@ -58,3 +58,20 @@ class DynamicsModel(Protocol):
   def update(self, model_state: Any, obs_stats: Any, batch: Any, key: Array
              ) -> tuple[Any, dict]:
     """One training step on a replay batch (a no-op for the oracle)."""
+
+  def sample_rollouts(self, model_state: Any, obs_stats: Any, obs: Array, sim: Any,
+                      policy_fn: PolicyFn, key: Array, horizon: int, num: int) -> Rollout:
+    """``R`` rollouts from the same start states, stacked ``[R, B, ...]`` (STEVE).
+
+    The learned ensemble returns its ``R = E`` member-consistent rollouts (member ``e``
+    for every step of rollout ``e``; ``num`` is ignored); the oracles ``R = num``
+    independent rollouts (only the policy's sampling differs).
+    """
+
+
+def independent_rollouts(model, model_state: Any, obs_stats: Any, obs: Array, sim: Any,
+                         policy_fn: PolicyFn, key: Array, horizon: int, num: int
+                         ) -> Rollout:
+  """``num`` independent ``model.rollout`` calls, stacked ``[num, B, ...]``."""
+  return jax.vmap(lambda k: model.rollout(model_state, obs_stats, obs, sim, policy_fn, k,
+                                          horizon))(jax.random.split(key, num))

@@ -138,11 +138,24 @@ class EnsembleModel:
     x = jnp.concatenate(
         [normalize(obs_stats, obs), jnp.asarray(action, jnp.float32)], axis=-1)
     out = jax.vmap(lambda p: self.network.apply({"params": p}, x))(params["net"])
+    return self._split_bounded(params, out)
+
+  def _split_bounded(self, params: Any, out: Array) -> tuple[Array, Array]:
+    """``(mean, logvar)`` of raw outputs ``[..., 2 D]`` with the soft log-variance bounds."""
     mean, logvar = jnp.split(out, 2, axis=-1)
     max_lv, min_lv = params["max_logvar"], params["min_logvar"]
     logvar = max_lv - jax.nn.softplus(max_lv - logvar)
     logvar = min_lv + jax.nn.softplus(logvar - min_lv)
     return mean, logvar
+
+  def apply_own_member(self, params: Any, obs_stats: RunningStats, obs: Array,
+                       action: Array) -> tuple[Array, Array]:
+    """Member ``e``'s prediction for its own rows: ``obs [E, B, O]``, ``action [E, B, A]``
+    -> ``(mean, logvar)`` each ``[E, B, D]`` (the cost of one :meth:`apply` on ``B``)."""
+    x = jnp.concatenate(
+        [normalize(obs_stats, obs), jnp.asarray(action, jnp.float32)], axis=-1)
+    out = jax.vmap(lambda p, xe: self.network.apply({"params": p}, xe))(params["net"], x)
+    return self._split_bounded(params, out)
 
   def predict(self, model_state: EnsembleState, obs_stats: RunningStats, obs: Array,
               action: Array) -> tuple[Array, Array]:
@@ -240,6 +253,35 @@ class EnsembleModel:
       return state, next_obs, reward, terminated
 
     return masked_rollout(transition, (), obs, policy_fn, key, horizon)
+
+  def sample_rollouts(self, model_state: EnsembleState, obs_stats: RunningStats,
+                      obs: Array, sim: Any, policy_fn: PolicyFn, key: Array, horizon: int,
+                      num: int) -> Rollout:
+    """The ``E`` member-consistent rollouts ``[E, B, ...]``: rollout ``e`` uses member
+    ``e`` at every step (STEVE's transition-model samples; ``num`` is ignored).
+
+    One masked rollout over ``E·B`` rows (start states tiled), each step one
+    :meth:`apply_own_member`; model parameters are ``stop_gradient``-ed as in
+    :meth:`rollout`.
+    """
+    del sim, num
+    params = jax.lax.stop_gradient(model_state.params)
+    obs_stats = jax.lax.stop_gradient(obs_stats)
+    termination_fn = jax.vmap(self.termination_fn)
+    e, (b, o) = self.num_members, obs.shape
+    per_member = lambda x: x.reshape((e, b) + x.shape[1:])
+
+    def transition(state, obs, action, key):
+      mean, logvar = self.apply_own_member(params, obs_stats, per_member(obs),
+                                           per_member(action))
+      mean, logvar = mean.reshape((e * b, -1)), logvar.reshape((e * b, -1))
+      sample = mean + jnp.exp(0.5 * logvar) * jax.random.normal(key, mean.shape)
+      next_obs = obs + sample[:, :o]
+      return state, next_obs, sample[:, o], termination_fn(obs, action, next_obs)
+
+    tiled = jnp.tile(jnp.asarray(obs, jnp.float32), (e, 1))
+    roll = masked_rollout(transition, (), tiled, policy_fn, key, horizon)
+    return jax.tree.map(per_member, roll)
 
   # --------------------------------------------------------------- logging
   def prediction_error(self, model_state: EnsembleState, obs_stats: RunningStats,

@@ -29,7 +29,7 @@ import jax
 import jax.numpy as jnp
 
 from mvelab.envs.base import Env
-from mvelab.models.base import PolicyFn, Rollout
+from mvelab.models.base import PolicyFn, Rollout, independent_rollouts
 
 Array = jax.Array
 
@@ -142,6 +142,11 @@ class OracleModel:
     """No-op: returns ``(model_state, {})``."""
     del obs_stats, batch, key
     return model_state, {}
+
+  def sample_rollouts(self, model_state, obs_stats, obs, sim, policy_fn, key, horizon, num):
+    """``num`` independent rollouts ``[num, B, ...]`` (see ``DynamicsModel``)."""
+    return independent_rollouts(self, model_state, obs_stats, obs, sim, policy_fn, key,
+                                horizon, num)
 
   def rollout(self, model_state: Any, obs_stats: Any, obs: Array, sim: Any,
               policy_fn: PolicyFn, key: Array, horizon: int) -> Rollout:

@@ -40,7 +40,7 @@ import jax.numpy as jnp
 from mvelab.core import normalization
 from mvelab.envs.base import Env
 from mvelab.errors import ConfigError
-from mvelab.models.base import PolicyFn, Rollout
+from mvelab.models.base import PolicyFn, Rollout, independent_rollouts
 from mvelab.models.oracle import OracleModel, masked_rollout
 
 Array = jax.Array
@@ -98,6 +98,11 @@ class PerturbedOracle:
 
   def update(self, model_state: Any, obs_stats: Any, batch: Any, key: Array):
     return OracleModel(self.env).update(model_state, obs_stats, batch, key)
+
+  def sample_rollouts(self, model_state, obs_stats, obs, sim, policy_fn, key, horizon, num):
+    """``num`` independent rollouts ``[num, B, ...]`` (see ``DynamicsModel``)."""
+    return independent_rollouts(self, model_state, obs_stats, obs, sim, policy_fn, key,
+                                horizon, num)
 
   def rollout(self, model_state: Any, obs_stats: Any, obs: Array, sim: Any,
               policy_fn: PolicyFn, key: Array, horizon: int) -> Rollout:
