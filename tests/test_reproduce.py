@@ -52,8 +52,10 @@ class FakeRun:
   """Writes a run directory (resolved config.json, metrics.csv, summary.json) whose
   curves improve with the step and worsen with H; optionally crashes after k runs."""
 
-  def __init__(self, crash_after=None):
+  def __init__(self, crash_after=None, curve=None):
     self.calls, self.crash_after = [], crash_after
+    # curve(cfg, i, seed) -> return at evaluation i (default: better with i, worse with H)
+    self.curve = curve or (lambda cfg, i, seed: -1000 + 300 * i - 10 * cfg.horizon - seed)
 
   def __call__(self, job):
     if self.crash_after is not None and len(self.calls) == self.crash_after:
@@ -68,7 +70,7 @@ class FakeRun:
     for seed in (0, 1):
       for i, step in enumerate((1000, 2000, 3000)):
         rows.append(dict(seed=seed, env_steps=step, updates=step - 1000,
-                         eval_return=-1000 + 300 * i - 10 * cfg.horizon - seed,
+                         eval_return=self.curve(cfg, i, seed),
                          wall_time_s=0.01 * step * (1 + cfg.horizon), diverged=0,
                          diverged_step=-1))
     pd.DataFrame(rows, columns=runner.CSV_COLUMNS).to_csv(

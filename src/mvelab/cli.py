@@ -30,6 +30,8 @@ commands:
            the seed paper's Figure 1: sweep, table and figures in one resumable command
   reproduce paper
            the reference paper's matrix (SAC, CE, AE, Retrace x H) on one of its tasks
+  reproduce model-error
+           critic expansion with perturbed oracles over model error x H: the trust map
 
 Run `mvelab <command> --help` for the options of a command.
 """

@@ -169,9 +169,10 @@ def _parser() -> argparse.ArgumentParser:
       "expansion with the learned model (MVE) and the oracle (OVE) at H in "
       f"{{{', '.join(map(str, HORIZONS))}}}, 5 seeds, then the table and the figures. "
       "Re-running the same command resumes: finished runs are not redone.")
-  parser.add_argument("figure", choices=["figure1", "paper"],
+  parser.add_argument("figure", choices=["figure1", "paper", "model-error"],
                       help="what to reproduce (`mvelab reproduce paper --help`: the "
-                      "reference paper's matrix on one of its tasks)")
+                      "reference paper's matrix on one of its tasks; `mvelab reproduce "
+                      "model-error --help`: the model error x horizon grid)")
   parser.add_argument("--env", default=None,
                       help=f"environment (default: {SMALL_ENV}; with --preset paper: "
                       f"{PAPER_ENV})")
@@ -202,6 +203,9 @@ def main(argv=None) -> int:
   if argv and argv[0] == "paper":
     from mvelab.experiments import paper
     return paper.main(argv[1:])
+  if argv and argv[0] == "model-error":
+    from mvelab.experiments import model_error
+    return model_error.main(argv[1:])
   try:
     args = _parser().parse_args(argv)
   except SystemExit as e:

@@ -47,7 +47,7 @@ BOOTSTRAP_REPS = 2000
 BOOTSTRAP_SEED = 0
 
 _AGENT_ORDER = {"sac": 0, "ddpg": 1}
-_EXPANSION_ORDER = {"none": 0, "critic": 1, "actor": 2, "retrace": 3}
+_EXPANSION_ORDER = {"none": 0, "critic": 1, "actor": 2, "retrace": 3, "steve": 4}
 _MODEL_ORDER = {None: 0, "oracle": 1, "learned": 2}
 
 
