@@ -16,6 +16,8 @@ Variants (``--variants``):
                   own action (no fresh action, no critic call per imagined step)
   actor-oracle    actor expansion (SVG-style, differentiates through the simulator)
   retrace         Retrace over H + 1 real replayed transitions
+  steve-oracle    STEVE with the oracle (one rollout: critics' disagreement only)
+  steve-learned   STEVE with the learned ensemble (its 5 member-consistent rollouts)
 
 Setup of each measurement: one seed, networks (256, 256), batch 256, the default preset
 otherwise. One prefill per env (``init_state`` + ``prefill`` with ``max(1000, 2 (Hmax + 2))``
@@ -99,9 +101,12 @@ VARIANTS = {
     "critic-learned-direct": dict(expansion="critic", model="learned", ce_values="direct"),
     "actor-oracle": dict(expansion="actor", model="oracle"),
     "retrace": dict(expansion="retrace", model=None),
+    "steve-oracle": dict(expansion="steve", model="oracle"),
+    "steve-learned": dict(expansion="steve", model="learned"),
 }
 EXPANSION_VARIANTS = ("critic-oracle", "critic-learned", "critic-oracle-direct",
-                      "critic-learned-direct", "actor-oracle", "retrace")
+                      "critic-learned-direct", "actor-oracle", "retrace", "steve-oracle",
+                      "steve-learned")
 ALL_HORIZONS = (0, 1, 3, 5, 10, 20, 30)
 SMALL_HORIZONS = (0, 1, 3, 5, 10)
 HOPPER_VARIANTS = ("critic-oracle", "critic-learned", "retrace")
@@ -363,9 +368,18 @@ def slope_table(cells, irrs, envs_, variants) -> tuple[str, list]:
         ens = _best(irr["ensemble"]) if "ensemble" in irr else float("nan")
         own = {"critic-oracle": step, "actor-oracle": step, "retrace": 0.0,
                "critic-learned": ens, "critic-oracle-direct": step,
-               "critic-learned-direct": ens}[v]
-        # 'direct' values reuse the rollout's action: one pi and no Q per imagined step.
-        work = own + pi if v.endswith("-direct") else own + 2 * pi + 2 * q
+               "critic-learned-direct": ens, "steve-oracle": step, "steve-learned": ens}[v]
+        if v.endswith("-direct"):
+          # 'direct' values reuse the rollout's action: one pi and no Q per imagined step.
+          work = own + pi
+        elif v.startswith("steve"):
+          # R rollouts (learned: the 5 members), each step: the rollout's pi, a fresh pi
+          # and one twin-critic evaluation per rollout; the model step once (the learned
+          # one applies each member to its own rollout).
+          r = 5 if v == "steve-learned" else 1
+          work = own * (1 if v == "steve-learned" else r) + r * (2 * pi + q)
+        else:
+          work = own + 2 * pi + 2 * q
       else:
         floor = work = float("nan")
       data.append(dict(env=env_name, variant=v, slope=slope, intercept=icpt, points=n,
