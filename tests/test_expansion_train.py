@@ -35,6 +35,16 @@ def test_horizon_zero_is_sac(sac, kw):
         np.testing.assert_allclose(b[k], a[k], rtol=1e-4, atol=1e-5, err_msg=k)
 
 
+def test_dyna_with_real_ratio_one_is_sac_bit_for_bit(sac):
+  """Dyna draws every batch row from the real buffer: no model work, SAC's numbers."""
+  other = _run(expansion="dyna", model="learned", horizon=3, dyna_real_ratio=1.0,
+               dyna_rollouts=4, dyna_retain=2, model_hidden_sizes=(32, 32), model_members=2)
+  for a, b in zip(sac.rows, other.rows):
+    for k in METRICS:
+      np.testing.assert_array_equal(b[k], a[k], err_msg=k)
+  assert np.isnan(other.rows[-1]["model_loss"])  # the model was not even trained
+
+
 @pytest.mark.parametrize("kw", [
     dict(expansion="critic", model="learned", horizon=2, model_hidden_sizes=(32, 32),
          model_members=3, model_warmup_updates=50),
@@ -43,8 +53,11 @@ def test_horizon_zero_is_sac(sac, kw):
     dict(expansion="critic", model="oracle", horizon=3, ce_values="direct"),
     dict(expansion="steve", model="learned", horizon=2, model_hidden_sizes=(32, 32),
          model_members=3, model_warmup_updates=50),
+    dict(expansion="dyna", model="learned", horizon=2, model_hidden_sizes=(32, 32),
+         model_members=3, model_warmup_updates=50, dyna_real_ratio=0.5, dyna_rollouts=8,
+         dyna_retain=10),
 ], ids=["critic-learned-H2", "actor-oracle-H2", "ddpg-retrace-H3", "critic-oracle-H3-direct",
-        "steve-learned-H2"])
+        "steve-learned-H2", "dyna-learned-k2"])
 def test_expansion_variants_train_and_log(kw):
   result = _run(**kw)
   last = result.rows[-1]
@@ -63,3 +76,8 @@ def test_expansion_variants_train_and_log(kw):
     assert 0.0 <= last["model_use"] <= 1.0 and 0.0 <= last["steve_mean_horizon"] <= 2.0
   else:
     assert np.isnan(last["model_use"])
+  if kw["expansion"] == "dyna":
+    assert last["dyna_real_fraction"] == 0.5 and last["model_buffer_fill"] == 1.0
+    assert 1.0 <= last["dyna_rollout_length"] <= 2.0
+  else:
+    assert np.isnan(last["dyna_rollout_length"])

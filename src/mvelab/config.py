@@ -26,9 +26,11 @@ from mvelab.errors import ConfigError, check_choice
 PRESETS = ("default", "paper")
 #: Critic-expansion value estimators (``Config.ce_values``; agents/expansion.py).
 CE_VALUES = ("control_variate", "direct")
-EXPANSIONS = ("none", "critic", "actor", "retrace", "steve")
+EXPANSIONS = ("none", "critic", "actor", "retrace", "steve", "dyna")
 #: Expansions that roll a dynamics model (``--model`` required).
-MODEL_EXPANSIONS = ("critic", "actor", "steve")
+MODEL_EXPANSIONS = ("critic", "actor", "steve", "dyna")
+DYNA_DEFAULTS = dict(dyna_real_ratio=0.05, dyna_rollouts=400, dyna_retain=1000,
+                     dyna_schedule=None)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -101,9 +103,10 @@ class Config:
   # --- value expansion -----------------------------------------------------------------
   agent: Literal["sac", "ddpg"] = "sac"
   """Learner: 'sac' or 'ddpg' (deterministic actor, alpha = 0, target actor, noise)."""
-  expansion: Literal["none", "critic", "actor", "retrace", "steve"] = "none"
+  expansion: Literal["none", "critic", "actor", "retrace", "steve", "dyna"] = "none"
   """Value expansion: none (1-step), critic (MVE targets), actor (SVG-style), retrace,
-  steve (horizons 0..H weighted by the inverse variance of their candidates)."""
+  steve (horizons 0..H weighted by the inverse variance of their candidates); or dyna
+  (MBPO: the model makes data, 1-step targets; horizon = rollout length)."""
   model: Optional[Literal["oracle", "learned"]] = None
   """Dynamics model for critic/actor expansion: 'oracle' (true simulator) or 'learned'."""
   horizon: int = 0
@@ -126,6 +129,16 @@ class Config:
   imagined next simulator state (pure-JAX envs)."""
   model_error_scale: float = 0.0
   """Size ε >= 0 of --model_error (0: the exact oracle, bit for bit)."""
+  dyna_real_ratio: float = 0.05
+  """Dyna: share of every SAC batch drawn from the real buffer (the rest from the model
+  buffer); 1.0 is SAC."""
+  dyna_rollouts: int = 400
+  """Dyna: branched rollouts started per collected transition (MBPO: 400)."""
+  dyna_retain: int = 1000
+  """Dyna: environment steps of rollouts the model buffer keeps (MBPO: one epoch)."""
+  dyna_schedule: Optional[tuple[int, int, int, int]] = None
+  """Dyna: linear rollout-length schedule (min_step, max_step, min_k, max_k) over
+  environment steps; max_k must equal --horizon (default: always --horizon)."""
   exploration_noise: Optional[float] = None
   """DDPG: std of the Gaussian exploration noise added before the tanh (default 0.1)."""
 
@@ -149,7 +162,7 @@ class Config:
 
   def to_dict(self) -> dict:
     d = dataclasses.asdict(self)
-    for k in ("hidden_sizes", "model_hidden_sizes"):
+    for k in ("hidden_sizes", "model_hidden_sizes", "dyna_schedule"):
       if d[k] is not None:
         d[k] = list(d[k])
     return d
@@ -160,7 +173,7 @@ class Config:
     unknown = set(d) - {f.name for f in dataclasses.fields(cls)}
     if unknown:
       raise ConfigError(f"config: unknown field(s) {sorted(unknown)}")
-    for k in ("hidden_sizes", "model_hidden_sizes"):
+    for k in ("hidden_sizes", "model_hidden_sizes", "dyna_schedule"):
       if d.get(k) is not None:
         d[k] = tuple(d[k])
     return cls(**d)
@@ -370,6 +383,7 @@ def _validate_expansion(cfg: Config) -> None:
                       f"{cfg.model!r})")
   if cfg.model_error == "none" and scale != 0:
     raise ConfigError("model_error_scale: needs --model_error physics or noise")
+  _validate_dyna(cfg)
   if cfg.agent == "ddpg":
     _pos_float("exploration_noise", cfg.exploration_noise)
   if cfg.model == "learned":
@@ -384,6 +398,30 @@ def _validate_expansion(cfg: Config) -> None:
     w = cfg.model_warmup_updates
     if isinstance(w, bool) or not isinstance(w, int) or w < 0:
       raise ConfigError(f"model_warmup_updates: must be a non-negative integer, got {w!r}")
+
+
+def _validate_dyna(cfg: Config) -> None:
+  if cfg.expansion != "dyna":
+    for k, default in DYNA_DEFAULTS.items():
+      if getattr(cfg, k) != default:
+        raise ConfigError(f"{k}: only used by --expansion dyna")
+    return
+  if cfg.horizon < 1:
+    raise ConfigError(f"horizon: dyna needs a rollout length >= 1, got {cfg.horizon}")
+  r = cfg.dyna_real_ratio
+  if isinstance(r, bool) or not isinstance(r, (int, float)) or not 0.0 <= r <= 1.0:
+    raise ConfigError(f"dyna_real_ratio: must be in [0, 1], got {r!r}")
+  _pos_int("dyna_rollouts", cfg.dyna_rollouts)
+  _pos_int("dyna_retain", cfg.dyna_retain)
+  s = cfg.dyna_schedule
+  if s is not None:
+    if (len(s) != 4 or any(isinstance(x, bool) or not isinstance(x, int) for x in s)
+        or not (0 <= s[0] < s[1] and 1 <= s[2] <= s[3])):
+      raise ConfigError(f"dyna_schedule: must be four integers min_step < max_step, "
+                        f"1 <= min_k <= max_k, got {s!r}")
+    if s[3] != cfg.horizon:
+      raise ConfigError(f"dyna_schedule: max_k ({s[3]}) must equal --horizon "
+                        f"({cfg.horizon}): the model buffer is allocated at it")
 
 
 def num_chunks(cfg: Config) -> int:

@@ -27,6 +27,7 @@ from flax import struct
 
 from mvelab import replay as replay_lib
 from mvelab.agents import expansion as xp
+from mvelab.agents import dyna
 from mvelab.agents import sac
 from mvelab.agents import steve
 from mvelab.config import Config
@@ -63,6 +64,7 @@ class TrainState:
   hyper: Hyper
   obs_stats: Any
   replay: Any
+  model_replay: Any          # Dyna's model buffer (agents/dyna.py); () otherwise
   env_state: Any
   key: jax.Array
   eval_key: jax.Array
@@ -92,8 +94,14 @@ class Programs:
     return self.cfg.agent == "ddpg"
 
   @property
+  def dyna(self) -> bool:
+    """Dyna with some model data in its batches (real ratio < 1)."""
+    return self.cfg.expansion == "dyna" and dyna.real_rows(self.cfg) < self.cfg.batch_size
+
+  @property
   def learned_model(self) -> bool:
-    return self.cfg.model == "learned"
+    """A learned model that is used, hence trained (Dyna at real ratio 1 uses none)."""
+    return self.cfg.model == "learned" and (self.cfg.expansion != "dyna" or self.dyna)
 
   @functools.cached_property
   def actor_tx(self):
@@ -149,6 +157,8 @@ def init_state(p: Programs, key: jax.Array) -> TrainState:
                   target_entropy=jnp.float32(cfg.target_entropy_per_dim * env.action_size)),
       obs_stats=normalization.init(env.obs_size),
       replay=replay_lib.init(cfg.replay_capacity, cfg.num_envs, example),
+      model_replay=(dyna.init_buffer(cfg, env.obs_size, env.action_size)
+                    if cfg.expansion == "dyna" else ()),
       env_state=env_state, key=key, eval_key=k_eval,
       env_steps=jnp.zeros((), jnp.int32), updates=jnp.zeros((), jnp.int32),
       diverged=jnp.zeros((), bool), diverged_step=jnp.full((), -1, jnp.int32),
@@ -211,6 +221,8 @@ def update(p: Programs, state: TrainState, key: jax.Array) -> tuple[TrainState, 
   if cfg.expansion == "retrace":
     window = replay_lib.sample_windows(state.replay, k_batch, cfg.batch_size, horizon + 1)
     batch = jax.tree.map(lambda x: x[:, 0], window)
+  elif cfg.expansion == "dyna":
+    batch = dyna.mixed_batch(cfg, state, k_batch)  # real rows first, then imagined ones
   else:
     batch = replay_lib.sample(state.replay, k_batch, cfg.batch_size)
   obs_tm1 = normalization.normalize(stats, batch.obs_tm1)
@@ -348,6 +360,13 @@ def train_iteration(p: Programs, state: TrainState, _=None) -> tuple[TrainState,
     state, model_loss = train_model(p, state, _model_updates_per_iteration(p, state))
     model_metrics = dict(model_loss=model_loss, model_obs_mse=err["obs_mse"],
                          model_reward_mse=err["reward_mse"])
+  if p.dyna:  # MBPO: branched rollouts of the current policy into the model buffer
+    key, k_branch = jax.random.split(state.key)
+    model_replay, dyna_metrics = dyna.branch(p, state, k_branch)
+    state = state.replace(key=key, model_replay=model_replay)
+    model_metrics.update(dyna_metrics)
+  if p.cfg.expansion == "dyna":
+    model_metrics["dyna_real_fraction"] = jnp.float32(dyna.real_rows(p.cfg) / p.cfg.batch_size)
   n_updates = p.cfg.num_envs * p.cfg.updates_per_step
   keys = jax.random.split(state.key, n_updates + 1)  # one PRNG call for all updates
   state = state.replace(key=keys[0])
@@ -452,7 +471,8 @@ def _with_eval(p: Programs, state: TrainState, metrics: dict) -> tuple[TrainStat
 #: and written as empty cells.
 CHUNK_METRICS = ("critic_loss", "actor_loss", "alpha", "entropy", "q_mean", "target_mean",
                  "model_loss", "model_obs_mse", "model_reward_mse", "model_use",
-                 "steve_mean_horizon")
+                 "steve_mean_horizon", "dyna_rollout_length", "model_buffer_fill",
+                 "dyna_real_fraction")
 
 
 def start(p: Programs, key: jax.Array) -> tuple[TrainState, dict]:
@@ -484,10 +504,11 @@ def train_chunk(p: Programs, state: TrainState) -> tuple[TrainState, dict]:
   # A seed that had diverged before this chunk stays frozen at its last state (its
   # vmapped lane still computes, but nothing it computes is kept). Its replay buffer is
   # not frozen: it is never read again, and keeping the old buffer alive for the select
-  # would copy every replay leaf at the start of each chunk.
+  # would copy every replay leaf at the start of each chunk (Dyna's model buffer alike).
   frozen = jax.tree.map(lambda old, new: jnp.where(state.diverged, old, new),
-                        state.replace(replay=()), new_state.replace(replay=()))
-  return frozen.replace(replay=new_state.replay), metrics
+                        state.replace(replay=(), model_replay=()),
+                        new_state.replace(replay=(), model_replay=()))
+  return frozen.replace(replay=new_state.replay, model_replay=new_state.model_replay), metrics
 
 
 def train_scan(p: Programs, key: jax.Array, num_chunks: int) -> tuple[TrainState, dict]:

@@ -204,6 +204,41 @@ def add(state: ReplayState, batch: Transition) -> ReplayState:
       size=jnp.minimum(state.size + 1, cap).astype(jnp.int32))
 
 
+def add_rows(state: ReplayState, rows: Any, valid: Array) -> ReplayState:
+  """Appends the ``valid`` rows of a batch to a one-row ring (a flat buffer), in order.
+
+  The valid rows are written compactly at columns ``pos, pos + 1, ...`` (mod capacity),
+  the others are dropped, so the buffer never holds a row that was not valid. Used for
+  Dyna's model buffer (``agents/dyna.py``), whose rollouts end at different lengths.
+
+  Args:
+    state: a buffer with ``num_envs == 1``.
+    rows: pytree matching the stored transition, leaves ``[N, ...]``, ``N`` at most the
+      capacity (static check).
+    valid: ``[N]`` bool.
+
+  Returns:
+    The buffer with ``pos`` advanced and ``size`` grown by the number of valid rows.
+  """
+  cap = state.capacity_per_env
+  n = int(jnp.shape(valid)[0])
+  if state.num_envs != 1 or n > cap:
+    raise ConfigError(f"replay add_rows: needs a one-row buffer of capacity >= {n} rows, "
+                      f"got {state.num_envs} row(s) of capacity {cap}")
+  valid = jnp.asarray(valid, bool)
+  offset = jnp.cumsum(valid) - 1
+  col = jnp.where(valid, (state.pos + offset) % cap, cap)  # column cap: dropped
+
+  def write(buf, x):
+    x = jnp.asarray(x).astype(buf.dtype)
+    return buf.at[0, col].set(x, mode="drop")
+
+  data = jax.tree.map(write, state.data, rows)
+  count = jnp.sum(valid).astype(jnp.int32)
+  return ReplayState(data=data, pos=((state.pos + count) % cap).astype(jnp.int32),
+                     size=jnp.minimum(state.size + count, cap).astype(jnp.int32))
+
+
 def _oldest(state: ReplayState) -> Array:
   cap = state.capacity_per_env
   return (state.pos - state.size) % cap

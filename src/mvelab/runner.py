@@ -32,7 +32,8 @@ from mvelab.fileio import atomic_write
 CSV_COLUMNS = ("seed", "env_steps", "updates", "eval_return", "eval_return_std",
                "critic_loss", "actor_loss", "alpha", "entropy", "q_mean", "target_mean",
                "model_loss", "model_obs_mse", "model_reward_mse", "model_use",
-               "steve_mean_horizon", "diverged",
+               "steve_mean_horizon", "dyna_rollout_length", "model_buffer_fill",
+               "dyna_real_fraction", "diverged",
                "diverged_step", "diverged_what", "wall_time_s")
 #: Subdirectory of a run directory with the checkpoints (one folder per seed group).
 STATE_DIR = "state"

@@ -47,7 +47,8 @@ BOOTSTRAP_REPS = 2000
 BOOTSTRAP_SEED = 0
 
 _AGENT_ORDER = {"sac": 0, "ddpg": 1}
-_EXPANSION_ORDER = {"none": 0, "critic": 1, "actor": 2, "retrace": 3, "steve": 4}
+_EXPANSION_ORDER = {"none": 0, "critic": 1, "actor": 2, "retrace": 3, "steve": 4,
+                    "dyna": 5}
 _MODEL_ORDER = {None: 0, "oracle": 1, "learned": 2}
 
 
@@ -141,6 +142,9 @@ def run_label(config: Mapping) -> str:
     name = "Retrace"
   elif expansion == "steve":
     name = f"STEVE-{model}"
+  elif expansion == "dyna":
+    return (("MBPO" if model == "learned" else f"MBPO-{model}") + f" k={horizon}"
+            + ("" if agent == "sac" else f" ({agent.upper()})"))
   else:
     name = str(expansion)
   name = f"{name} H={horizon}"
