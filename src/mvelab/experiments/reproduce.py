@@ -147,6 +147,8 @@ def _parser() -> argparse.ArgumentParser:
                       help="shaded band of the learning curves: ±1 std over seeds (std) or "
                       "a 95%% bootstrap CI of the mean (ci)")
   parser.add_argument("--quiet", action="store_true", help="no per-run progress lines")
+  from mvelab.experiments import engines
+  engines.add_options(parser)
   return parser
 
 
@@ -166,17 +168,21 @@ def main(argv=None) -> int:
   out = args.out or os.path.join(
       "runs", f"figure1-{env or (SMALL_ENV if args.preset == 'default' else 'inverted_pendulum')}"
       f"-{args.preset}")
+  from mvelab.experiments import engines
+  from mvelab.run import signals
   try:
-    r = reproduce_figure1(out, env, args.steps, args.seeds, args.preset, args.jobs,
-                          retrace=not args.no_retrace, band=args.band,
-                          progress=not args.quiet)
+    executor = engines.make(args, out)
+    with engines.running(executor), signals.handled():
+      r = reproduce_figure1(out, env, args.steps, args.seeds, args.preset, args.jobs,
+                            retrace=not args.no_retrace, band=args.band,
+                            progress=not args.quiet, executor=executor)
   except ConfigError as e:
     print(f"mvelab: error: {e}", file=sys.stderr)
     return 2
-  except KeyboardInterrupt:
+  except KeyboardInterrupt as e:
     print(f"\ninterrupted: finished runs are kept in {out}; re-run the same command to "
           "resume the rest", file=sys.stderr)
-    return 130
+    return signals.exit_code(e)
   if r.get("summary_text"):
     print()
     print(r["summary_text"])

@@ -1,0 +1,89 @@
+"""Which executor a sweep command runs on: its options, and the executor they make.
+
+``add_options(parser)`` adds ``--executor local|ray|slurm`` and the options of each;
+``make(args, out_dir)`` checks them and builds the executor before anything is submitted
+(a missing extra, a bad ``--ray-address`` or a bad Slurm option is a ``ConfigError``).
+``local`` (the default) is the process pool of :mod:`mvelab.experiments.executor`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from typing import Optional
+
+from mvelab.errors import ConfigError
+
+EXECUTORS = ("local", "ray", "slurm")
+
+
+def add_options(parser) -> None:
+  g = parser.add_argument_group("where the runs execute (docs/sweeps.md)")
+  g.add_argument("--executor", default="local", choices=EXECUTORS,
+                 help="local: a process pool on this machine (--jobs); ray: Ray tasks; "
+                 "slurm: one Slurm job array through submitit")
+  g.add_argument("--retries", type=int, default=1, metavar="N",
+                 help="ray/slurm: times a run whose worker died is retried before it is "
+                 "recorded as failed (default 1)")
+  g.add_argument("--platform", default=None, metavar="NAME",
+                 help="ray/slurm: JAX_PLATFORMS of the runs (cpu, cuda, ...; default: JAX's "
+                 "choice)")
+  g.add_argument("--ray-address", default=None, metavar="ADDR",
+                 help="ray: cluster to join (auto, HOST:PORT, ray://HOST:PORT; default: "
+                 "start a local one)")
+  g.add_argument("--ray-cpus", type=float, default=1.0, metavar="N",
+                 help="ray: CPUs per run (default 1)")
+  g.add_argument("--ray-gpus", type=float, default=0.0, metavar="N",
+                 help="ray: GPUs per run (fractions share a GPU; default 0)")
+  g.add_argument("--slurm-partition", default=None, metavar="NAME", help="slurm: partition")
+  g.add_argument("--slurm-time", default="60", metavar="TIME",
+                 help="slurm: time limit per run (MINUTES or HH:MM:SS; default 60); a run "
+                 "that reaches it is requeued and resumes from its checkpoint")
+  g.add_argument("--slurm-gpus", type=int, default=0, metavar="N",
+                 help="slurm: GPUs per run (default 0)")
+  g.add_argument("--slurm-cpus", type=int, default=1, metavar="N",
+                 help="slurm: CPUs per run (default 1)")
+  g.add_argument("--slurm-mem", default=None, metavar="SIZE",
+                 help="slurm: memory per run (e.g. 16G)")
+  g.add_argument("--slurm-parallel", type=int, default=256, metavar="N",
+                 help="slurm: array jobs running at once (default 256)")
+  g.add_argument("--slurm-local", action="store_true",
+                 help="slurm: run the array through submitit's local executor (testing)")
+
+
+def make(args, out_dir: str):
+  """The executor the options name (None for ``local``: the sweep's default pool)."""
+  if args.executor == "local":
+    return None
+  check_out(out_dir)
+  if args.executor == "ray":
+    from mvelab.experiments.ray_executor import RayExecutor
+    ex = RayExecutor(args.ray_address, args.ray_cpus, args.ray_gpus, args.retries,
+                     args.platform, num_cpus=args.jobs)
+    ex.connect()
+    return ex
+  from mvelab.experiments.slurm_executor import SlurmExecutor
+  return SlurmExecutor(os.path.join(out_dir, "slurm"), args.slurm_partition,
+                       args.slurm_time, args.slurm_gpus, args.slurm_cpus, args.slurm_mem,
+                       args.retries, args.slurm_parallel, args.platform, args.slurm_local)
+
+
+@contextlib.contextmanager
+def running(executor):
+  """Shuts down what the executor started (a local Ray cluster) when the block ends."""
+  try:
+    yield executor
+  finally:
+    shutdown = getattr(executor, "shutdown", None)
+    if shutdown is not None:
+      shutdown()
+
+
+def check_out(out_dir: str) -> None:
+  """Refuses an ``out_dir`` that cannot be created or written, without creating it."""
+  path = os.path.abspath(out_dir)
+  while not os.path.exists(path):
+    path = os.path.dirname(path)
+  if not os.path.isdir(path) or not os.access(path, os.W_OK | os.X_OK):
+    raise ConfigError(f"out: cannot create or write {out_dir!r} ({path!r} is not a "
+                      "writable directory)")

@@ -1,0 +1,116 @@
+"""``RayExecutor``: sweep jobs as Ray core tasks, on a local or a joined Ray cluster.
+
+Each job is one task with ``num_cpus``/``num_gpus`` of its own, in a fresh worker process
+(``max_calls=1``: a finished run releases its device memory), with JAX told not to
+preallocate GPU memory and, optionally, which platform to use. Tasks write their run
+directories themselves (atomically, as every run does), so the cluster needs a shared
+filesystem at the sweep directory's path. A task whose worker dies (OOM kill, lost node)
+is retried ``retries`` times by Ray, then reported as a failed ``JobResult``. Closing the
+iterator (the sweep ending, Ctrl-C, SIGTERM) cancels the tasks still outstanding.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from typing import Iterator, Optional, Sequence
+
+from mvelab.errors import ConfigError
+from mvelab.experiments.executor import Job, JobFn, JobResult, call, failed, remote_env
+
+INSTALL_HINT = "pip install 'mvelab[ray]'"
+_ADDRESS = re.compile(r"^(auto|local|(ray://)?[A-Za-z0-9_.\-]+:\d{1,5})$")
+
+
+def import_ray():
+  """The ``ray`` module, or ConfigError naming the extra to install."""
+  try:
+    import ray
+  except ImportError:
+    raise ConfigError(f"executor: ray is not installed; {INSTALL_HINT}") from None
+  return ray
+
+
+def check_address(address: Optional[str]) -> None:
+  if address is not None and not _ADDRESS.match(address):
+    raise ConfigError(f"ray-address: {address!r} is not a Ray address; allowed: auto, "
+                      "local, HOST:PORT or ray://HOST:PORT")
+
+
+def _task(fn: JobFn, job: Job) -> JobResult:
+  return call(fn, job)
+
+
+class RayExecutor:
+  """Runs each job as a Ray task (see the module docstring).
+
+  Args:
+    address: the cluster to join (``auto``, ``HOST:PORT``, ``ray://HOST:PORT``); None or
+      ``local`` starts a local one with ``num_cpus`` CPUs (None: all).
+    cpus_per_run, gpus_per_run: resources of each task.
+    retries: times a task whose worker died is retried before it counts as failed.
+    platform: ``JAX_PLATFORMS`` of the tasks (None: JAX's choice).
+    num_cpus: CPUs of a local cluster.
+  """
+
+  def __init__(self, address: Optional[str] = None, cpus_per_run: float = 1,
+               gpus_per_run: float = 0, retries: int = 1, platform: Optional[str] = None,
+               num_cpus: Optional[int] = None):
+    check_address(address)
+    if cpus_per_run <= 0 or gpus_per_run < 0:
+      raise ConfigError("cpus-per-run/gpus-per-run: must be > 0 and >= 0, got "
+                        f"{cpus_per_run}/{gpus_per_run}")
+    if isinstance(retries, bool) or not isinstance(retries, int) or retries < 0:
+      raise ConfigError(f"retries: must be a non-negative integer, got {retries!r}")
+    self.ray = import_ray()
+    self.address = None if address == "local" else address
+    self.cpus, self.gpus, self.retries = cpus_per_run, gpus_per_run, retries
+    self.platform, self.num_cpus = platform, num_cpus
+    self.jobs = None  # runs at once: as many as the cluster's resources allow
+    self._started = False
+
+  def connect(self) -> None:
+    """Joins (or starts) the cluster; a bad address is a ConfigError."""
+    if self.ray.is_initialized():
+      return
+    kwargs = dict(address=self.address, include_dashboard=False, log_to_driver=False,
+                  configure_logging=False)
+    if self.address is None:
+      kwargs["num_cpus"] = self.num_cpus
+    try:
+      self.ray.init(**kwargs)
+    except (ConnectionError, ValueError, RuntimeError) as e:
+      raise ConfigError(f"ray-address: cannot join the Ray cluster at "
+                        f"{self.address or 'a new local cluster'!r}: {e}") from None
+    self._started = True
+
+  def shutdown(self) -> None:
+    if self._started:
+      self.ray.shutdown()
+      self._started = False
+
+  def map(self, fn: JobFn, jobs: Sequence[Job]) -> Iterator[JobResult]:
+    self.connect()
+    ray = self.ray
+    remote = ray.remote(_task).options(
+        num_cpus=self.cpus, num_gpus=self.gpus, max_retries=self.retries,
+        retry_exceptions=False, max_calls=1,
+        runtime_env={"env_vars": remote_env(self.platform)})
+    t0 = time.perf_counter()
+    pending = {remote.remote(fn, job): job for job in jobs}
+    try:
+      while pending:
+        ready, _ = ray.wait(list(pending), num_returns=1)
+        job = pending.pop(ready[0])
+        yield self._result(ready[0], job, t0)
+    finally:
+      for ref in pending:
+        ray.cancel(ref)  # KeyboardInterrupt in the task: it stops after its checkpoint
+
+  def _result(self, ref, job: Job, t0: float) -> JobResult:
+    try:
+      return self.ray.get(ref)
+    except self.ray.exceptions.RayError as e:
+      what = type(e).__name__
+      return failed(job, f"WorkerDied: {what} after {self.retries} retr"
+                    f"{'y' if self.retries == 1 else 'ies'}: {str(e).splitlines()[0]}", t0)
