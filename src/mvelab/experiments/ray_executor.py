@@ -92,10 +92,9 @@ class RayExecutor:
   def map(self, fn: JobFn, jobs: Sequence[Job]) -> Iterator[JobResult]:
     self.connect()
     ray = self.ray
-    remote = ray.remote(_task).options(
+    remote = ray.remote(max_calls=1)(_task).options(
         num_cpus=self.cpus, num_gpus=self.gpus, max_retries=self.retries,
-        retry_exceptions=False, max_calls=1,
-        runtime_env={"env_vars": remote_env(self.platform)})
+        retry_exceptions=False, runtime_env={"env_vars": remote_env(self.platform)})
     t0 = time.perf_counter()
     pending = {remote.remote(fn, job): job for job in jobs}
     try:

@@ -134,28 +134,22 @@ class SlurmExecutor:
           continue
         for h in done:
           job, attempt = pending.pop(h)
-          result = self._result(h, job, t0)
+          result, why = self._outcome(h)
           if result is None and attempt < self.retries:
             pending[ex.submit(Resumable(), fn, job, self.env)] = (job, attempt + 1)
             continue
-          yield result or failed(job, f"WorkerDied: the Slurm job {h.job_id} failed "
-                                 f"{attempt + 1} time(s): {self._why(h)}", t0)
+          yield result or failed(job, f"WorkerDied: Slurm job {h.job_id} ended without a "
+                                 f"result ({attempt + 1} attempt(s)): {why}", t0)
     finally:
       for h in pending:
         h.cancel(check=False)
 
-  @staticmethod
-  def _result(handle, job: Job, t0: float) -> Optional[JobResult]:
-    """The job's ``JobResult``, or None if the job died without one."""
+  def _outcome(self, handle) -> tuple:
+    """``(JobResult, None)``, or ``(None, why)`` when the job died without one."""
+    if self.local:  # no shared filesystem to wait for
+      handle._results_timeout_s = 1.0
     try:
-      return handle.result()
-    except Exception:  # noqa: BLE001 -- UncompletedJobError, FailedJobError, ...
-      return None
-
-  @staticmethod
-  def _why(handle) -> str:
-    try:
-      handle.result()
-    except Exception as e:  # noqa: BLE001
-      return str(e).strip().splitlines()[-1] if str(e).strip() else type(e).__name__
-    return "unknown"
+      return handle.result(), None
+    except Exception as e:  # noqa: BLE001 -- UncompletedJobError, FailedJobError, ...
+      lines = [x for x in str(e).splitlines() if x.strip()]
+      return None, lines[0] if lines else type(e).__name__

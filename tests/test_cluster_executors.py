@@ -1,0 +1,144 @@
+"""The Ray and Slurm (submitit local) executors: retries, failures, a real tiny sweep."""
+
+import json
+import os
+import sys
+
+import pytest
+
+from mvelab.errors import ConfigError
+from mvelab.experiments import sweep
+from mvelab.experiments.executor import Job, JobResult
+from mvelab.experiments.spec import dump_spec
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+TINY = {"name": "tiny", "envs": "pendulum", "seeds": 2, "steps": 300,
+        "overrides": {"hidden_sizes": [16, 16], "batch_size": 32, "warmup_steps": 100,
+                      "eval_every": 100, "eval_episodes": 2, "replay_capacity": 2000},
+        "runs": [{"expansions": "none"}, {"expansions": "none", "overrides": {"seed": 10}}]}
+
+
+def _attempt(job) -> int:
+  """Counts the calls of ``job`` (in a file: each call may run in another process)."""
+  path = os.path.join(job.run_dir + ".calls")
+  n = int(open(path).read()) + 1 if os.path.exists(path) else 1
+  with open(path, "w") as f:
+    f.write(str(n))
+  return n
+
+
+def fake_job(job: Job) -> JobResult:
+  """ok; flaky: its process dies on the first call; dies: always; boom: raises."""
+  n = _attempt(job)
+  if job.name == "dies" or (job.name == "flaky" and n == 1):
+    os._exit(1)
+  if job.name == "boom":
+    raise RuntimeError("boom")
+  return JobResult(job.name, True, None, 0.0, float(n), 0.0)
+
+
+def _check_fake_results(executor, tmp_path):
+  jobs = [Job(n, {}, str(tmp_path / n)) for n in ("ok", "flaky", "dies", "boom")]
+  by_name = {r.name: r for r in executor.map(fake_job, jobs)}
+  assert sorted(by_name) == ["boom", "dies", "flaky", "ok"]
+  assert by_name["ok"].ok and by_name["ok"].final_return_mean == 1.0
+  assert by_name["flaky"].ok and by_name["flaky"].final_return_mean == 2.0  # retried once
+  assert not by_name["dies"].ok and by_name["dies"].error.startswith("WorkerDied")
+  assert open(str(tmp_path / "dies.calls")).read() == "2"  # first try + one retry
+  assert by_name["boom"].error == "RuntimeError: boom"
+  assert open(str(tmp_path / "boom.calls")).read() == "1"  # an error is not retried
+
+
+def _real_sweep_twice(tmp_path, capsys, *options):
+  spec = str(tmp_path / "tiny.yaml")
+  dump_spec(TINY, spec)
+  out = str(tmp_path / "sweep")
+  assert sweep.main([spec, "--out", out, "--quiet", *options]) == 0
+  for name in os.listdir(os.path.join(out, "runs")):
+    status = json.load(open(os.path.join(out, "runs", name, "status.json")))
+    assert status["state"] == "done" and status["final_env_steps"] == 300
+  capsys.readouterr()
+  assert sweep.main([spec, "--out", out, *options]) == 0
+  assert "2 done already, 0 to run" in capsys.readouterr().out
+
+
+def _worker_pythonpath() -> str:
+  """PYTHONPATH under which workers import this module (and mvelab, as we do)."""
+  return os.pathsep.join([HERE] + [p for p in sys.path if p.endswith("src")]
+                         + [os.environ.get("PYTHONPATH", "")])
+
+
+@pytest.fixture
+def importable_tests(monkeypatch):
+  monkeypatch.setenv("PYTHONPATH", _worker_pythonpath())
+
+
+# ------------------------------------------------------------------------------- Ray
+@pytest.fixture(scope="module")
+def ray_cluster():
+  ray = pytest.importorskip("ray")
+  old = os.environ.get("PYTHONPATH")
+  os.environ["PYTHONPATH"] = _worker_pythonpath()
+  ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False,
+           configure_logging=False)
+  yield ray
+  ray.shutdown()
+  if old is None:
+    os.environ.pop("PYTHONPATH")
+  else:
+    os.environ["PYTHONPATH"] = old
+
+
+def test_ray_retries_a_dead_worker_then_records_it(ray_cluster, tmp_path):
+  from mvelab.experiments.ray_executor import RayExecutor
+  _check_fake_results(RayExecutor(retries=1, platform="cpu"), tmp_path)
+
+
+def test_ray_real_sweep_then_rerun_skips(ray_cluster, tmp_path, capsys):
+  _real_sweep_twice(tmp_path, capsys, "--executor", "ray", "--platform", "cpu")
+
+
+# --------------------------------------------------------------------- Slurm (local)
+def test_slurm_local_retries_a_dead_job_then_records_it(importable_tests, tmp_path):
+  pytest.importorskip("submitit")
+  from mvelab.experiments.slurm_executor import SlurmExecutor
+  _check_fake_results(SlurmExecutor(str(tmp_path / "slurm"), retries=1, local=True),
+                      tmp_path)
+
+
+def test_slurm_local_real_sweep_then_rerun_skips(importable_tests, tmp_path, capsys):
+  pytest.importorskip("submitit")
+  _real_sweep_twice(tmp_path, capsys, "--executor", "slurm", "--slurm-local",
+                    "--slurm-time", "00:20:00")
+
+
+# ---------------------------------------------------------------- refused up front
+@pytest.mark.parametrize("options, message", [
+    (["--executor", "ray", "--ray-address", "no port"], "ray-address: 'no port' is not a"),
+    (["--executor", "ray", "--retries", "-1"], "retries: must be a non-negative integer"),
+    (["--executor", "slurm", "--slurm-time", "soon"], "slurm-time: 'soon' is not a Slurm"),
+    (["--executor", "slurm", "--slurm-mem", "lots"], "slurm-mem: 'lots' is not a Slurm"),
+    (["--executor", "slurm", "--slurm-gpus", "-1"], "slurm-gpus: must be an integer >= 0"),
+    (["--executor", "slurm"], "executor: slurm needs sbatch on PATH"),
+])
+def test_bad_executor_options_exit_2_before_anything_is_written(tmp_path, capsys, options,
+                                                                message, monkeypatch):
+  monkeypatch.setenv("PATH", str(tmp_path))  # no sbatch
+  spec = str(tmp_path / "tiny.yaml")
+  dump_spec(TINY, spec)
+  out = tmp_path / "sweep"
+  assert sweep.main([spec, "--out", str(out), *options]) == 2
+  err = capsys.readouterr().err
+  assert err.startswith(f"mvelab: error: {message}") and err.count("\n") == 1
+  assert not out.exists()
+
+
+def test_missing_extra_is_one_line(monkeypatch):
+  from mvelab.experiments import ray_executor, slurm_executor
+  monkeypatch.setitem(sys.modules, "ray", None)
+  monkeypatch.setitem(sys.modules, "submitit", None)
+  with pytest.raises(ConfigError, match=r"^executor: ray is not installed; pip install "
+                                        r"'mvelab\[ray\]'$"):
+    ray_executor.import_ray()
+  with pytest.raises(ConfigError, match=r"\[slurm\]"):
+    slurm_executor.import_submitit()
