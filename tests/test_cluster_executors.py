@@ -115,6 +115,8 @@ def test_slurm_local_real_sweep_then_rerun_skips(importable_tests, tmp_path, cap
 # ---------------------------------------------------------------- refused up front
 @pytest.mark.parametrize("options, message", [
     (["--executor", "ray", "--ray-address", "no port"], "ray-address: 'no port' is not a"),
+    (["--executor", "ray", "--ray-address", "127.0.0.1:1"],
+     "ray-address: nothing answers at '127.0.0.1:1'"),
     (["--executor", "ray", "--retries", "-1"], "retries: must be a non-negative integer"),
     (["--executor", "slurm", "--slurm-time", "soon"], "slurm-time: 'soon' is not a Slurm"),
     (["--executor", "slurm", "--slurm-mem", "lots"], "slurm-mem: 'lots' is not a Slurm"),

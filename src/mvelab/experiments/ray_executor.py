@@ -12,6 +12,7 @@ iterator (the sweep ending, Ctrl-C, SIGTERM) cancels the tasks still outstanding
 from __future__ import annotations
 
 import re
+import socket
 import time
 from typing import Iterator, Optional, Sequence
 
@@ -19,6 +20,7 @@ from mvelab.errors import ConfigError
 from mvelab.experiments.executor import Job, JobFn, JobResult, call, failed, remote_env
 
 INSTALL_HINT = "pip install 'mvelab[ray]'"
+CONNECT_TIMEOUT_S = 5.0
 _ADDRESS = re.compile(r"^(auto|local|(ray://)?[A-Za-z0-9_.\-]+:\d{1,5})$")
 
 
@@ -32,9 +34,18 @@ def import_ray():
 
 
 def check_address(address: Optional[str]) -> None:
-  if address is not None and not _ADDRESS.match(address):
+  """Refuses a malformed address, and a HOST:PORT where nothing answers (in seconds)."""
+  if address is None or address in ("auto", "local"):
+    return
+  if not _ADDRESS.match(address):
     raise ConfigError(f"ray-address: {address!r} is not a Ray address; allowed: auto, "
                       "local, HOST:PORT or ray://HOST:PORT")
+  host, port = address.removeprefix("ray://").rsplit(":", 1)
+  try:
+    socket.create_connection((host, int(port)), timeout=CONNECT_TIMEOUT_S).close()
+  except OSError as e:
+    raise ConfigError(f"ray-address: nothing answers at {address!r} "
+                      f"({e.strerror or type(e).__name__})") from None
 
 
 def _task(fn: JobFn, job: Job) -> JobResult:
