@@ -17,36 +17,33 @@ from mvelab.errors import ConfigError
 EXECUTORS = ("local", "ray", "slurm")
 
 
+#: (flag, type, default, metavar, help) of each executor option.
+OPTIONS = (
+    ("--retries", int, 1, "N", "ray/slurm: times a run whose worker died is retried "
+     "before it is recorded as failed (default 1)"),
+    ("--platform", str, None, "NAME", "ray/slurm: JAX_PLATFORMS of the runs (cpu, cuda, "
+     "...; default: JAX's choice)"),
+    ("--ray-address", str, None, "ADDR", "ray: cluster to join (auto, HOST:PORT, "
+     "ray://HOST:PORT; default: start a local one with --jobs CPUs)"),
+    ("--ray-cpus", float, 1.0, "N", "ray: CPUs per run (default 1)"),
+    ("--ray-gpus", float, 0.0, "N", "ray: GPUs per run (fractions share a GPU; default 0)"),
+    ("--slurm-partition", str, None, "NAME", "slurm: partition (default: the cluster's)"),
+    ("--slurm-time", str, "60", "TIME", "slurm: time limit per run (MINUTES or HH:MM:SS; "
+     "default 60); a run that reaches it is requeued and resumes from its checkpoint"),
+    ("--slurm-gpus", int, 0, "N", "slurm: GPUs per run (default 0)"),
+    ("--slurm-cpus", int, 1, "N", "slurm: CPUs per run (default 1)"),
+    ("--slurm-mem", str, None, "SIZE", "slurm: memory per run (e.g. 16G)"),
+    ("--slurm-parallel", int, 256, "N", "slurm: array jobs running at once (default 256)"),
+)
+
+
 def add_options(parser) -> None:
   g = parser.add_argument_group("where the runs execute (docs/sweeps.md)")
   g.add_argument("--executor", default="local", choices=EXECUTORS,
                  help="local: a process pool on this machine (--jobs); ray: Ray tasks; "
                  "slurm: one Slurm job array through submitit")
-  g.add_argument("--retries", type=int, default=1, metavar="N",
-                 help="ray/slurm: times a run whose worker died is retried before it is "
-                 "recorded as failed (default 1)")
-  g.add_argument("--platform", default=None, metavar="NAME",
-                 help="ray/slurm: JAX_PLATFORMS of the runs (cpu, cuda, ...; default: JAX's "
-                 "choice)")
-  g.add_argument("--ray-address", default=None, metavar="ADDR",
-                 help="ray: cluster to join (auto, HOST:PORT, ray://HOST:PORT; default: "
-                 "start a local one)")
-  g.add_argument("--ray-cpus", type=float, default=1.0, metavar="N",
-                 help="ray: CPUs per run (default 1)")
-  g.add_argument("--ray-gpus", type=float, default=0.0, metavar="N",
-                 help="ray: GPUs per run (fractions share a GPU; default 0)")
-  g.add_argument("--slurm-partition", default=None, metavar="NAME", help="slurm: partition")
-  g.add_argument("--slurm-time", default="60", metavar="TIME",
-                 help="slurm: time limit per run (MINUTES or HH:MM:SS; default 60); a run "
-                 "that reaches it is requeued and resumes from its checkpoint")
-  g.add_argument("--slurm-gpus", type=int, default=0, metavar="N",
-                 help="slurm: GPUs per run (default 0)")
-  g.add_argument("--slurm-cpus", type=int, default=1, metavar="N",
-                 help="slurm: CPUs per run (default 1)")
-  g.add_argument("--slurm-mem", default=None, metavar="SIZE",
-                 help="slurm: memory per run (e.g. 16G)")
-  g.add_argument("--slurm-parallel", type=int, default=256, metavar="N",
-                 help="slurm: array jobs running at once (default 256)")
+  for flag, kind, default, metavar, text in OPTIONS:
+    g.add_argument(flag, type=kind, default=default, metavar=metavar, help=text)
   g.add_argument("--slurm-local", action="store_true",
                  help="slurm: run the array through submitit's local executor (testing)")
 

@@ -27,7 +27,7 @@ import sys
 import time
 from typing import Callable, Iterator, Optional, Protocol, Sequence, runtime_checkable
 
-from mvelab.errors import check_positive
+from mvelab.errors import ConfigError, check_positive
 from mvelab.run import signals
 from mvelab.run.workers import stop
 
@@ -92,6 +92,16 @@ def call(fn: JobFn, job: Job) -> JobResult:
     return fn(job)
   except Exception as e:  # noqa: BLE001 -- the contract: errors become results
     return failed(job, f"{type(e).__name__}: {e}", t0)
+
+
+def import_extra(module: str, extra: str):
+  """``module`` of the optional extra ``extra``, or a ConfigError naming how to install it."""
+  import importlib
+  try:
+    return importlib.import_module(module)
+  except ImportError:
+    raise ConfigError(f"executor: {module} is not installed; pip install "
+                      f"'mvelab[{extra}]'") from None
 
 
 def remote_env(platform: Optional[str] = None) -> dict:

@@ -17,20 +17,14 @@ import time
 from typing import Iterator, Optional, Sequence
 
 from mvelab.errors import ConfigError
-from mvelab.experiments.executor import Job, JobFn, JobResult, call, failed, remote_env
+from mvelab.experiments.executor import Job, JobFn, JobResult, call, failed, import_extra, remote_env
 
-INSTALL_HINT = "pip install 'mvelab[ray]'"
 CONNECT_TIMEOUT_S = 5.0
 _ADDRESS = re.compile(r"^(auto|local|(ray://)?[A-Za-z0-9_.\-]+:\d{1,5})$")
 
 
 def import_ray():
-  """The ``ray`` module, or ConfigError naming the extra to install."""
-  try:
-    import ray
-  except ImportError:
-    raise ConfigError(f"executor: ray is not installed; {INSTALL_HINT}") from None
-  return ray
+  return import_extra("ray", "ray")
 
 
 def check_address(address: Optional[str]) -> None:

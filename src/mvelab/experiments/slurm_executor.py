@@ -18,19 +18,14 @@ import time
 from typing import Iterator, Optional, Sequence
 
 from mvelab.errors import ConfigError
-from mvelab.experiments.executor import Job, JobFn, JobResult, call, failed, remote_env
+from mvelab.experiments.executor import Job, JobFn, JobResult, call, failed, import_extra, remote_env
 
-INSTALL_HINT = "pip install 'mvelab[slurm]'"
 _TIME = re.compile(r"^(?:(\d+)-)?(?:(\d+):)?(\d+)(?::(\d+))?$")
 _MEM = re.compile(r"^\d+[KMGT]?$")
 
 
 def import_submitit():
-  try:
-    import submitit
-  except ImportError:
-    raise ConfigError(f"executor: submitit is not installed; {INSTALL_HINT}") from None
-  return submitit
+  return import_extra("submitit", "slurm")
 
 
 def time_minutes(text: str) -> int:
