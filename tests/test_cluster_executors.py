@@ -144,3 +144,12 @@ def test_missing_extra_is_one_line(monkeypatch):
     ray_executor.import_ray()
   with pytest.raises(ConfigError, match=r"\[slurm\]"):
     slurm_executor.import_submitit()
+
+
+def test_paper_matrix_is_the_papers_305_configurations():
+  from mvelab.experiments.spec import load_spec
+  spec = load_spec(os.path.join(HERE, "..", "examples", "paper_matrix.yaml"))
+  envs = [r.config.env for r in spec.runs]
+  assert len(spec.runs) == 305 and {envs.count(e) for e in set(envs)} == {61}
+  assert {(r.config.seed, r.config.num_seeds, r.config.preset) for r in spec.runs} == {
+      (1, 9, "paper")}
