@@ -3,8 +3,10 @@
 import json
 import os
 import sys
+import time
 
 import pytest
+from _procs import alive
 
 from mvelab.errors import ConfigError
 from mvelab.experiments import sweep
@@ -28,8 +30,14 @@ def _attempt(job) -> int:
 
 
 def fake_job(job: Job) -> JobResult:
-  """ok; flaky: its process dies on the first call; dies: always; boom: raises."""
+  """ok; flaky: its process dies on the first call; dies: always; boom: raises; hang:
+  writes its pid and sleeps."""
   n = _attempt(job)
+  if job.name == "hang":
+    with open(job.run_dir + ".pid", "w") as f:
+      f.write(str(os.getpid()))
+    for _ in range(3000):  # back in Python every 0.1 s, as training is after each chunk
+      time.sleep(0.1)
   if job.name == "dies" or (job.name == "flaky" and n == 1):
     os._exit(1)
   if job.name == "boom":
@@ -47,6 +55,23 @@ def _check_fake_results(executor, tmp_path):
   assert open(str(tmp_path / "dies.calls")).read() == "2"  # first try + one retry
   assert by_name["boom"].error == "RuntimeError: boom"
   assert open(str(tmp_path / "boom.calls")).read() == "1"  # an error is not retried
+
+
+def _check_close_cancels(executor, tmp_path):
+  """Closing the iterator (as a stopped sweep does) ends the job still running."""
+  jobs = [Job(n, {}, str(tmp_path / n)) for n in ("hang", "ok")]
+  it = executor.map(fake_job, jobs)
+  assert next(it).name == "ok"
+  pid_file = str(tmp_path / "hang.pid")
+  deadline = time.time() + 60
+  while not os.path.exists(pid_file) and time.time() < deadline:
+    time.sleep(0.1)
+  pid = int(open(pid_file).read())
+  it.close()
+  deadline = time.time() + 60
+  while alive(pid) and time.time() < deadline:
+    time.sleep(0.2)
+  assert not alive(pid)
 
 
 def _real_sweep_twice(tmp_path, capsys, *options):
@@ -94,6 +119,11 @@ def test_ray_retries_a_dead_worker_then_records_it(ray_cluster, tmp_path):
   _check_fake_results(RayExecutor(retries=1, platform="cpu"), tmp_path)
 
 
+def test_ray_cancels_outstanding_tasks_when_closed(ray_cluster, tmp_path):
+  from mvelab.experiments.ray_executor import RayExecutor
+  _check_close_cancels(RayExecutor(platform="cpu"), tmp_path)
+
+
 def test_ray_real_sweep_then_rerun_skips(ray_cluster, tmp_path, capsys):
   _real_sweep_twice(tmp_path, capsys, "--executor", "ray", "--platform", "cpu")
 
@@ -104,6 +134,12 @@ def test_slurm_local_retries_a_dead_job_then_records_it(importable_tests, tmp_pa
   from mvelab.experiments.slurm_executor import SlurmExecutor
   _check_fake_results(SlurmExecutor(str(tmp_path / "slurm"), retries=1, local=True),
                       tmp_path)
+
+
+def test_slurm_local_cancels_running_jobs_when_closed(importable_tests, tmp_path):
+  pytest.importorskip("submitit")
+  from mvelab.experiments.slurm_executor import SlurmExecutor
+  _check_close_cancels(SlurmExecutor(str(tmp_path / "slurm"), local=True), tmp_path)
 
 
 def test_slurm_local_real_sweep_then_rerun_skips(importable_tests, tmp_path, capsys):

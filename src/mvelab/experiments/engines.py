@@ -12,7 +12,7 @@ import contextlib
 import os
 from typing import Optional
 
-from mvelab.errors import ConfigError
+from mvelab.errors import ConfigError, check_positive
 
 EXECUTORS = ("local", "ray", "slurm")
 
@@ -52,6 +52,8 @@ def make(args, out_dir: str):
   """The executor the options name (None for ``local``: the sweep's default pool)."""
   if args.executor == "local":
     return None
+  if args.jobs is not None:
+    check_positive("jobs", args.jobs)
   check_out(out_dir)
   if args.executor == "ray":
     from mvelab.experiments.ray_executor import RayExecutor

@@ -17,7 +17,9 @@ import time
 from typing import Iterator, Optional, Sequence
 
 from mvelab.errors import ConfigError
-from mvelab.experiments.executor import Job, JobFn, JobResult, call, failed, import_extra, remote_env
+from mvelab.experiments.executor import (Job, JobFn, JobResult, call, failed, import_extra,
+                                         remote_env)
+from mvelab.run.workers import STOP_GRACE_S
 
 CONNECT_TIMEOUT_S = 5.0
 _ADDRESS = re.compile(r"^(auto|local|(ray://)?[A-Za-z0-9_.\-]+:\d{1,5})$")
@@ -108,8 +110,18 @@ class RayExecutor:
         job = pending.pop(ready[0])
         yield self._result(ready[0], job, t0)
     finally:
-      for ref in pending:
-        ray.cancel(ref)  # KeyboardInterrupt in the task: it stops after its checkpoint
+      self._cancel(list(pending))
+
+  def _cancel(self, refs: list) -> None:
+    """KeyboardInterrupt in each task (a run stops after its chunk and checkpoint); the
+    tasks not ended ``STOP_GRACE_S`` later have their workers killed."""
+    ray = self.ray
+    for ref in refs:
+      ray.cancel(ref)
+    if refs:
+      _, alive = ray.wait(refs, num_returns=len(refs), timeout=STOP_GRACE_S)
+      for ref in alive:
+        ray.cancel(ref, force=True)
 
   def _result(self, ref, job: Job, t0: float) -> JobResult:
     try:

@@ -342,7 +342,7 @@ def main(argv=None) -> int:
 
   Returns:
     0 if every run is done, 1 if a run failed (listed at the end), 2 for bad input
-    (one ``mvelab: error: ...`` line on stderr), 130 on Ctrl-C.
+    (one ``mvelab: error: ...`` line on stderr), 130 on Ctrl-C, 143 on SIGTERM.
   """
   try:
     args = _parser().parse_args(argv)
