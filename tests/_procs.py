@@ -1,6 +1,7 @@
 """Process helpers for the tests that check that no child process survives (Linux /proc)."""
 
 import os
+import time
 
 
 def alive(pid: int) -> bool:
@@ -29,3 +30,19 @@ def descendants(pid: int) -> set:
     out |= kids
     todo.extend(kids)
   return out
+
+
+def pid_from(path: str, timeout: float = 60.0) -> int:
+  """The pid a job writes to ``path``, once it has (waits up to ``timeout`` seconds)."""
+  deadline = time.time() + timeout
+  while not os.path.exists(path) and time.time() < deadline:
+    time.sleep(0.1)
+  return int(open(path).read())
+
+
+def gone(pid: int, timeout: float = 60.0) -> bool:
+  """Waits up to ``timeout`` seconds for ``pid`` to end; True if it did."""
+  deadline = time.time() + timeout
+  while alive(pid) and time.time() < deadline:
+    time.sleep(0.2)
+  return not alive(pid)

@@ -6,7 +6,7 @@ import sys
 import time
 
 import pytest
-from _procs import alive
+from _procs import gone, pid_from
 
 from mvelab.errors import ConfigError
 from mvelab.experiments import sweep
@@ -62,16 +62,9 @@ def _check_close_cancels(executor, tmp_path):
   jobs = [Job(n, {}, str(tmp_path / n)) for n in ("hang", "ok")]
   it = executor.map(fake_job, jobs)
   assert next(it).name == "ok"
-  pid_file = str(tmp_path / "hang.pid")
-  deadline = time.time() + 60
-  while not os.path.exists(pid_file) and time.time() < deadline:
-    time.sleep(0.1)
-  pid = int(open(pid_file).read())
+  pid = pid_from(str(tmp_path / "hang.pid"))
   it.close()
-  deadline = time.time() + 60
-  while alive(pid) and time.time() < deadline:
-    time.sleep(0.2)
-  assert not alive(pid)
+  assert gone(pid)
 
 
 def _real_sweep_twice(tmp_path, capsys, *options):

@@ -52,21 +52,21 @@ def test_sigterm_stops_train_and_its_workers(tmp_path):
   out = tmp_path / "run"
   metrics = out / "metrics.csv"
   # 20M steps: the run cannot finish before the signal.
-  # Two workers of one seed each: one program, the one the sweep test below compiles.
-  proc = _mvelab("train", "--env", "pendulum", "--seeds", "2", "--steps", "20000000",
+  # Two workers of two seeds each: the program of test_resume and the sweep tests.
+  proc = _mvelab("train", "--env", "pendulum", "--seeds", "4", "--steps", "20000000",
                  *TINY, "--workers", "2", "--quiet", "--out", str(out))
-  _wait_for(lambda: metrics.exists() and len(metrics.read_text().splitlines()) > 2 * 4, proc)
+  _wait_for(lambda: metrics.exists() and len(metrics.read_text().splitlines()) > 4 * 3, proc)
   children = _terminate(proc)
   assert proc.returncode == 128 + signal.SIGTERM
   assert len(children) >= 2  # the two seed workers
   assert not [c for c in children if alive(c)]
   rows = list(csv.DictReader(open(metrics)))
   keys = [(int(r["env_steps"]), int(r["seed"])) for r in rows]
-  assert keys == sorted(keys) and len(keys) % 2 == 0  # whole evaluations, in order
+  assert keys == sorted(keys) and len(keys) % 4 == 0  # whole evaluations, in order
   assert json.load(open(out / "summary.json"))["interrupted"] is True
 
 
-SPEC = {"name": "sig", "envs": "pendulum", "seeds": 1, "steps": 6100,
+SPEC = {"name": "sig", "envs": "pendulum", "seeds": 2, "steps": 6100,
         "overrides": {"hidden_sizes": [16, 16], "batch_size": 32, "warmup_steps": 100,
                       "eval_every": 100, "eval_episodes": 2, "replay_capacity": 2000},
         "runs": [{"expansions": "none"}, {"expansions": "none", "overrides": {"seed": 10}}]}
@@ -94,7 +94,9 @@ def test_sigterm_stops_sweep_and_rerun_resumes(tmp_path):
     status = json.load(open(os.path.join(r, "status.json")))
     assert status["state"] == "done" and status["resumed"] is (r in killed)
     rows = list(csv.DictReader(open(os.path.join(r, "metrics.csv"))))
-    assert [int(x["env_steps"]) for x in rows] == list(range(100, 6101, 100))
+    assert [(int(x["env_steps"]), int(x["seed"])) for x in rows] == [
+        (step, seed) for step in range(100, 6101, 100) for seed in sorted({
+            int(x["seed"]) for x in rows})]  # every evaluation once, both seeds
 
 
 def test_deferred_signal_waits_for_the_block(monkeypatch):
