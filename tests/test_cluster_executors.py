@@ -182,3 +182,17 @@ def test_paper_matrix_is_the_papers_305_configurations():
   assert len(spec.runs) == 305 and {envs.count(e) for e in set(envs)} == {61}
   assert {(r.config.seed, r.config.num_seeds, r.config.preset) for r in spec.runs} == {
       (1, 9, "paper")}
+
+
+def test_slurm_requeue_hook_resubmits_the_same_run():
+  """On preemption or timeout submitit calls ``checkpoint``: the same call is requeued,
+  and ``run_job`` then resumes the run directory from its newest checkpoint."""
+  pytest.importorskip("submitit")
+  from submitit.helpers import DelayedSubmission
+  from mvelab.experiments.slurm_executor import Resumable, time_minutes
+  job, env = Job("a", {}, "/shared/a"), {"JAX_ENABLE_COMPILATION_CACHE": "false"}
+  again = Resumable().checkpoint(sweep.run_job, job, env)
+  assert isinstance(again, DelayedSubmission) and isinstance(again.function, Resumable)
+  assert again.args == (sweep.run_job, job, env)
+  assert [time_minutes(t) for t in ("90", "30:00", "1:30:00", "2-00:00:00", "00:00:30",
+                                    "1-2:30")] == [90, 30, 90, 2880, 1, 1590]

@@ -20,7 +20,7 @@ from typing import Iterator, Optional, Sequence
 from mvelab.errors import ConfigError
 from mvelab.experiments.executor import Job, JobFn, JobResult, call, failed, import_extra, remote_env
 
-_TIME = re.compile(r"^(?:(\d+)-)?(?:(\d+):)?(\d+)(?::(\d+))?$")
+_TIME = re.compile(r"^(?:(\d+)-)?(\d+(?::\d+){0,2})$")
 _MEM = re.compile(r"^\d+[KMGT]?$")
 
 
@@ -29,17 +29,21 @@ def import_submitit():
 
 
 def time_minutes(text: str) -> int:
-  """Slurm's ``--time`` (``MM``, ``HH:MM:SS``, ``D-HH:MM``, ...) in whole minutes."""
+  """Slurm's ``--time`` in whole minutes (rounded up): ``MM``, ``MM:SS``, ``HH:MM:SS``,
+  ``D-HH``, ``D-HH:MM`` or ``D-HH:MM:SS``."""
   m = _TIME.match(str(text))
   if not m:
     raise ConfigError(f"slurm-time: {text!r} is not a Slurm time; allowed: MINUTES, "
-                      "HH:MM:SS or D-HH:MM:SS")
-  days, a, b, c = (int(x) if x else 0 for x in m.groups())
-  if m.group(2) is None:  # MM or MM:SS
-    minutes = b + (c > 0)
-  else:  # HH:MM or HH:MM:SS
-    minutes = a * 60 + b + (c > 0)
-  minutes += days * 24 * 60
+                      "MM:SS, HH:MM:SS or D-HH:MM:SS")
+  days, rest = m.groups()
+  parts = [int(x) for x in rest.split(":")]
+  if days is not None:  # D-HH[:MM[:SS]]
+    h, mi, sec = (parts + [0, 0])[:3]
+  elif len(parts) == 3:  # HH:MM:SS
+    h, mi, sec = parts
+  else:  # MM or MM:SS
+    h, (mi, sec) = 0, (parts + [0])[:2]
+  minutes = (int(days or 0) * 24 + h) * 60 + mi + (sec > 0)
   if minutes <= 0:
     raise ConfigError(f"slurm-time: must be positive, got {text!r}")
   return minutes
