@@ -150,7 +150,7 @@ def test_slurm_local_real_sweep_then_rerun_skips(importable_tests, tmp_path, cap
     (["--executor", "slurm", "--slurm-time", "soon"], "slurm-time: 'soon' is not a Slurm"),
     (["--executor", "slurm", "--slurm-mem", "lots"], "slurm-mem: 'lots' is not a Slurm"),
     (["--executor", "slurm", "--slurm-gpus", "-1"], "slurm-gpus: must be an integer >= 0"),
-    (["--executor", "slurm"], "executor: slurm needs sbatch on PATH"),
+    (["--executor", "slurm"], "executor: slurm needs sbatch and srun on PATH"),
 ])
 def test_bad_executor_options_exit_2_before_anything_is_written(tmp_path, capsys, options,
                                                                 message, monkeypatch):
@@ -196,3 +196,25 @@ def test_slurm_requeue_hook_resubmits_the_same_run():
   assert again.args == (sweep.run_job, job, env)
   assert [time_minutes(t) for t in ("90", "30:00", "1:30:00", "2-00:00:00", "00:00:30",
                                     "1-2:30")] == [90, 30, 90, 2880, 1, 1590]
+
+
+def test_slurm_sweep_is_one_job_array_with_the_options(tmp_path, monkeypatch):
+  """With stand-ins for sbatch and srun: the script submitit hands to sbatch."""
+  pytest.importorskip("submitit")
+  from mvelab.experiments.slurm_executor import Resumable, SlurmExecutor
+  bin_dir = tmp_path / "bin"
+  bin_dir.mkdir()
+  for tool in ("sbatch", "srun"):
+    (bin_dir / tool).write_text(f'#!/bin/sh\ncp "$(eval echo \\${{$#}})" {tmp_path}/script\n'
+                                'echo "Submitted batch job 42"\n')
+    (bin_dir / tool).chmod(0o755)
+  monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
+  ex = SlurmExecutor(str(tmp_path / "slurm"), partition="gpu", time="72:00:00", gpus=1,
+                     cpus=2, mem="16G", parallel=2)
+  jobs = [Job(str(i), {}, str(tmp_path / str(i))) for i in range(3)]
+  handles = ex._executor().map_array(Resumable(), [sweep.run_job] * 3, jobs, [ex.env] * 3)
+  assert [h.job_id for h in handles] == ["42_0", "42_1", "42_2"]
+  script = (tmp_path / "script").read_text()
+  for line in ("--array=0-2%2", "--partition=gpu", "--time=4320", "--gpus-per-node=1",
+               "--cpus-per-task=2", "--mem=16G", "--signal=USR2@"):
+    assert f"#SBATCH {line}" in script

@@ -97,9 +97,11 @@ class SlurmExecutor:
     if partition is not None and not re.match(r"^[\w.\-,]+$", partition):
       raise ConfigError(f"slurm-partition: {partition!r} is not a partition name")
     self.submitit = import_submitit()
-    if not local and shutil.which("sbatch") is None:
-      raise ConfigError("executor: slurm needs sbatch on PATH (not found); run on the "
-                        "cluster's login node, or pass --slurm-local to test locally")
+    missing = [] if local else [t for t in ("sbatch", "srun") if shutil.which(t) is None]
+    if missing:
+      raise ConfigError(f"executor: slurm needs {' and '.join(missing)} on PATH (not "
+                        "found); run on the cluster's login node, or pass --slurm-local "
+                        "to test locally")
     self.folder, self.local, self.retries = folder, local, retries
     self.env = remote_env(platform)
     self.params = dict(timeout_min=minutes, gpus_per_node=gpus, cpus_per_task=cpus,
