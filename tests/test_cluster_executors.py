@@ -218,3 +218,15 @@ def test_slurm_sweep_is_one_job_array_with_the_options(tmp_path, monkeypatch):
   for line in ("--array=0-2%2", "--partition=gpu", "--time=4320", "--gpus-per-node=1",
                "--cpus-per-task=2", "--mem=16G", "--signal=USR2@"):
     assert f"#SBATCH {line}" in script
+
+
+def test_reproduce_takes_the_executor_options(tmp_path, capsys, monkeypatch):
+  from mvelab.experiments import reproduce
+  monkeypatch.setenv("PATH", str(tmp_path))  # no sbatch
+  out = tmp_path / "fig"
+  assert reproduce.main(["figure1", "--out", str(out), "--executor", "slurm"]) == 2
+  assert "executor: slurm needs sbatch and srun on PATH" in capsys.readouterr().err
+  assert reproduce.main(["figure1", "--out", str(out), "--executor", "ray",
+                         "--ray-address", "x"]) == 2
+  assert "ray-address: 'x' is not a Ray address" in capsys.readouterr().err
+  assert not out.exists()
