@@ -237,7 +237,8 @@ class _Run:
   def _released(self, rows) -> None:
     """One whole evaluation: to metrics.csv, TensorBoard and the display."""
     if self.writer:
-      self.writer.append(rows)
+      with signals.deferred():  # a signal does not cut an evaluation's rows in half
+        self.writer.append(rows)
     if self.tb:
       self.tb.write(rows)
     self.show.evaluation(rows)
