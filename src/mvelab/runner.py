@@ -108,7 +108,7 @@ def train(config: Optional[Config] = None, seeds: Optional[list] = None,
   out_dir = resume if resume is not None else out_dir
   cfg, seeds = _resolve(config, seeds, stored)
   _check_checkpoint_options(checkpoint_every, keep_checkpoints)
-  groups = _groups(cfg, seeds, stored, workers)
+  groups = _groups(seeds, stored, workers)
   run = _Run(cfg, seeds, out_dir, progress)
   run.open(groups, overwrite, stored is not None, tensorboard)
   run_kwargs = dict(run_dir=out_dir, checkpoint_every=checkpoint_every if out_dir else 0,
@@ -157,7 +157,7 @@ def _check_checkpoint_options(checkpoint_every, keep_checkpoints) -> None:
     raise ConfigError(f"keep_checkpoints: must be a positive integer, got {keep_checkpoints!r}")
 
 
-def _groups(cfg, seeds, stored, workers) -> list:
+def _groups(seeds, stored, workers) -> list:
   """The seed groups: the stored run's, or ``seeds`` split over ``workers``."""
   if stored:
     return [list(g) for g in stored["groups"]]
