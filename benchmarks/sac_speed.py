@@ -187,7 +187,7 @@ def run_mvelab(cfg, workers: int) -> dict:
     queue = ctx.Queue()
     cores = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else []
     procs = []
-    for i, g in enumerate(groups):  # same pinning rule as mvelab.runner._run_workers
+    for i, g in enumerate(groups):  # same pinning rule as mvelab.run.workers
       core = cores[i % len(cores)] if len(cores) >= len(groups) else None
       proc = ctx.Process(target=_worker, args=(cfg.to_dict(), g, core, queue), daemon=True)
       proc.start()

@@ -373,8 +373,8 @@ def _like(target, a: np.ndarray, spec: dict):
   return np.array(a)
 
 
-def restore(directory: str, target: Any,
-            warn: Callable[[str], None] = print) -> Optional[tuple]:
+def restore(directory: str, target: Any, warn: Callable[[str], None] = print,
+            max_step: Optional[int] = None) -> Optional[tuple]:
   """Loads the newest valid checkpoint of run ``directory`` in the structure of ``target``.
 
   A checkpoint is valid when its ``meta.json`` parses, its data file is complete and
@@ -388,6 +388,7 @@ def restore(directory: str, target: Any,
       into; jax leaves come back as jax arrays (on the target leaf's sharding), numpy
       leaves as numpy arrays.
     warn: called with one message per skipped checkpoint.
+    max_step: consider only checkpoints with ``step <= max_step`` (None: all).
 
   Returns:
     ``(step, state, extra)``, or None when the run has no checkpoint at all.
@@ -396,7 +397,8 @@ def restore(directory: str, target: Any,
     CheckpointError: checkpoints exist but none is valid (the message lists each reason),
       so that a structure change is never silently "resumed" from scratch.
   """
-  ckpts = list_checkpoints(directory)
+  ckpts = [(s, p) for s, p in list_checkpoints(directory)
+           if max_step is None or s <= max_step]
   if not ckpts:
     return None
   paths, target_leaves, treedef = _flatten(target)

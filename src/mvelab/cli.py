@@ -34,6 +34,9 @@ commands:
            critic expansion with perturbed oracles over model error x H: the trust map
 
 Run `mvelab <command> --help` for the options of a command.
+
+Compiled programs are cached on disk (default ~/.cache/mvelab/xla; MVELAB_CACHE_DIR sets
+another directory); `mvelab --no-compile-cache <command> ...` runs without the cache.
 """
 
 
@@ -183,11 +186,15 @@ def main(argv=None) -> int:
     from mvelab import __version__
     print(f"mvelab {__version__}")
     return 0
-  cmd = argv[0]
+  cache_on = "--no-compile-cache" not in argv
+  argv = [a for a in argv if a != "--no-compile-cache"]
+  cmd = argv[0] if argv else ""
   if cmd not in COMMANDS:
     return _fail(f"unknown command {cmd!r}; allowed: {', '.join(COMMANDS)}")
   from mvelab.checkpoint import CheckpointError
   from mvelab.errors import ConfigError
+  from mvelab import compile_cache
+  compile_cache.enable(on=cache_on)
   try:
     return COMMANDS[cmd](argv[1:])
   except ConfigError as e:
@@ -195,8 +202,9 @@ def main(argv=None) -> int:
   except CheckpointError as e:
     print(f"mvelab: error: {e}", file=sys.stderr)
     return 1
-  except KeyboardInterrupt:
-    return 130
+  except KeyboardInterrupt as e:  # Ctrl-C (130) or SIGTERM (143)
+    from mvelab.run import signals
+    return signals.exit_code(e)
 
 
 if __name__ == "__main__":

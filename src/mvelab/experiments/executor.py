@@ -27,7 +27,9 @@ import sys
 import time
 from typing import Callable, Iterator, Optional, Protocol, Sequence, runtime_checkable
 
-from mvelab.errors import check_positive
+from mvelab.errors import ConfigError, check_positive
+from mvelab.run import signals
+from mvelab.run.workers import stop
 
 
 @dataclasses.dataclass(frozen=True)
@@ -92,6 +94,28 @@ def call(fn: JobFn, job: Job) -> JobResult:
     return failed(job, f"{type(e).__name__}: {e}", t0)
 
 
+def import_extra(module: str, extra: str):
+  """``module`` of the optional extra ``extra``, or a ConfigError naming how to install it."""
+  import importlib
+  try:
+    return importlib.import_module(module)
+  except ImportError:
+    raise ConfigError(f"executor: {module} is not installed; pip install "
+                      f"'mvelab[{extra}]'") from None
+
+
+def remote_env(platform: Optional[str] = None) -> dict:
+  """Environment variables of a job run by a cluster executor: JAX does not preallocate
+  GPU memory (several runs may share a device), uses this machine's compile cache
+  setting and, if given, the platform ``platform`` (``cpu``, ``cuda``, ...)."""
+  from mvelab import compile_cache
+  env = {"XLA_PYTHON_CLIENT_PREALLOCATE": "false",
+         **compile_cache.job_env(compile_cache.location())}
+  if platform:
+    env["JAX_PLATFORMS"] = platform
+  return env
+
+
 class SerialExecutor:
   """Runs the jobs one after another in this process."""
 
@@ -109,6 +133,7 @@ def usable_cores() -> list:
 
 def _child(fn: JobFn, job: Job, core: Optional[int], conn) -> None:
   """Entry point of a worker process: pin, run one job, send its result back."""
+  signals.die_with_parent()
   if core is not None and hasattr(os, "sched_setaffinity"):
     try:
       os.sched_setaffinity(0, {core})
@@ -116,8 +141,8 @@ def _child(fn: JobFn, job: Job, core: Optional[int], conn) -> None:
       pass
   try:
     result = call(fn, job)
-  except KeyboardInterrupt:  # the parent handles Ctrl-C; exit without a traceback
-    sys.exit(130)
+  except KeyboardInterrupt as e:  # the parent handles the stop; exit without a traceback
+    sys.exit(signals.exit_code(e))
   conn.send(result)
   conn.close()
 
@@ -133,18 +158,6 @@ def _death(exitcode: Optional[int]) -> str:
 
 
 _EXIT_GRACE_S = 30.0
-
-
-def _stop(procs: list) -> None:
-  """Terminates (then kills, if need be) and joins the processes still alive."""
-  for p in procs:
-    if p.is_alive():
-      p.terminate()
-  for p in procs:
-    p.join(5.0)
-    if p.is_alive():
-      p.kill()
-      p.join()
 
 
 @dataclasses.dataclass
@@ -188,7 +201,7 @@ class ProcessExecutor:
           free.append(r.slot)
           yield r.result
     finally:
-      _stop([r.proc for r in running])
+      stop([r.proc for r in running])  # a job writing a checkpoint finishes it
       for r in running:
         r.reader.close()
 
@@ -217,7 +230,7 @@ class ProcessExecutor:
           r.eof = True
         if r.result is not None:  # reported: give the process a moment to exit
           r.proc.join(_EXIT_GRACE_S)
-          _stop([r.proc])
+          stop([r.proc])
           ready.add(r.proc.sentinel)
       if r.proc.sentinel in ready:
         r.proc.join()

@@ -202,6 +202,8 @@ def _parser() -> argparse.ArgumentParser:
                       help="sweep directory (default runs/model-error-<kind>-<env>)")
   parser.add_argument("--jobs", type=int, default=None, help="runs at once")
   parser.add_argument("--quiet", action="store_true", help="no per-run progress lines")
+  from mvelab.experiments import engines
+  engines.add_options(parser)
   return parser
 
 
@@ -213,6 +215,6 @@ def main(argv=None) -> int:
   except SystemExit as e:
     return e.code if isinstance(e.code, int) else 2
   out = args.out or os.path.join("runs", f"model-error-{args.kind}-{args.env}")
-  return reproduce.run_and_report(out, lambda: reproduce_model_error(
+  return reproduce.run_and_report(out, args, lambda executor: reproduce_model_error(
       out, args.env, args.kind, args.scales, args.horizons, args.seeds, args.steps,
-      args.jobs, progress=not args.quiet))
+      args.jobs, progress=not args.quiet, executor=executor))

@@ -178,6 +178,8 @@ def _parser() -> argparse.ArgumentParser:
   parser.add_argument("--band", default="std", choices=["std", "ci"],
                       help="shaded band of the learning curves")
   parser.add_argument("--quiet", action="store_true", help="no per-run progress lines")
+  from mvelab.experiments import engines
+  engines.add_options(parser)
   return parser
 
 
@@ -189,7 +191,7 @@ def main(argv=None) -> int:
   except SystemExit as e:
     return e.code if isinstance(e.code, int) else 2
   out = args.out or os.path.join("runs", f"paper-{args.env}")
-  return reproduce.run_and_report(out, lambda: reproduce_paper(
+  return reproduce.run_and_report(out, args, lambda executor: reproduce_paper(
       out, args.env, args.seeds, args.agents, args.parts, args.models, args.horizons,
       args.steps, args.model_schedule, args.threshold, args.jobs, args.band,
-      progress=not args.quiet))
+      progress=not args.quiet, executor=executor))

@@ -139,18 +139,23 @@ def run_spec(data: dict, command: str, out_dir: str, figures, threshold=None, jo
   return out
 
 
-def run_and_report(out: str, run) -> int:
-  """Calls ``run()`` (a ``run_spec`` result) and prints what it wrote; the exit code."""
-  from mvelab.experiments import sweep
+def run_and_report(out: str, args, run) -> int:
+  """Builds the executor of ``args`` (``--executor`` and its options, refused with exit 2
+  before anything runs), calls ``run(executor)`` (a ``run_spec`` result) with signals
+  handled, and prints what it wrote; returns the exit code."""
+  from mvelab.experiments import engines, sweep
+  from mvelab.run import signals
   try:
-    r = run()
+    executor = engines.make(args, out)
+    with engines.running(executor), signals.handled():
+      r = run(executor)
   except ConfigError as e:
     print(f"mvelab: error: {e}", file=sys.stderr)
     return 2
-  except KeyboardInterrupt:
+  except KeyboardInterrupt as e:
     print(f"\ninterrupted: finished runs are kept in {out}; re-run the same command to "
           "resume the rest", file=sys.stderr)
-    return 130
+    return signals.exit_code(e)
   if r.get("summary_text"):
     print()
     print(r["summary_text"])
@@ -193,6 +198,8 @@ def _parser() -> argparse.ArgumentParser:
                       help="shaded band of the learning curves: ±1 std over seeds (std) or "
                       "a 95%% bootstrap CI of the mean (ci)")
   parser.add_argument("--quiet", action="store_true", help="no per-run progress lines")
+  from mvelab.experiments import engines
+  engines.add_options(parser)
   return parser
 
 
@@ -220,9 +227,9 @@ def main(argv=None) -> int:
   out = args.out or os.path.join(
       "runs", f"figure1-{env or (SMALL_ENV if args.preset == 'default' else PAPER_ENV)}"
       f"-{args.preset}")
-  return run_and_report(out, lambda: reproduce_figure1(
+  return run_and_report(out, args, lambda executor: reproduce_figure1(
       out, env, args.steps, args.seeds, args.preset, args.jobs, retrace=not args.no_retrace,
-      band=args.band, progress=not args.quiet))
+      band=args.band, progress=not args.quiet, executor=executor))
 
 
 if __name__ == "__main__":

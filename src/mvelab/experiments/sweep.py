@@ -26,9 +26,11 @@ from typing import Optional
 
 from mvelab.config import Config
 from mvelab.errors import ConfigError, check_positive
+from mvelab.experiments import engines
 from mvelab.experiments.executor import (Executor, Job, JobFn, JobResult, ProcessExecutor,
                                          SerialExecutor, usable_cores)
 from mvelab.experiments.spec import Spec, dump_spec, load_spec, write_atomic
+from mvelab.run import signals
 
 SPEC_FILE = "spec.yaml"
 SUMMARY_FILE = "sweep.json"
@@ -331,15 +333,16 @@ def _parser() -> argparse.ArgumentParser:
                       "process)")
   parser.add_argument("--quiet", action="store_true",
                       help="print only failures, not a line per finished run")
+  engines.add_options(parser)
   return parser
 
 
 def main(argv=None) -> int:
-  """``mvelab sweep SPEC --out DIR [--jobs N] [--quiet]``.
+  """``mvelab sweep SPEC --out DIR [--jobs N] [--quiet] [--executor local|ray|slurm ...]``.
 
   Returns:
     0 if every run is done, 1 if a run failed (listed at the end), 2 for bad input
-    (one ``mvelab: error: ...`` line on stderr), 130 on Ctrl-C.
+    (one ``mvelab: error: ...`` line on stderr), 130 on Ctrl-C, 143 on SIGTERM.
   """
   try:
     args = _parser().parse_args(argv)
@@ -348,15 +351,17 @@ def main(argv=None) -> int:
   try:
     spec = load_spec(args.spec)
     print_preset_warnings(spec)
-    result = run_sweep(spec, args.out, jobs=args.jobs, progress=not args.quiet,
-                       job_fn=run_job)
+    executor = engines.make(args, args.out)
+    with engines.running(executor), signals.handled():
+      result = run_sweep(spec, args.out, jobs=args.jobs, executor=executor,
+                         progress=not args.quiet, job_fn=run_job)
   except ConfigError as e:
     print(f"mvelab: error: {e}", file=sys.stderr)
     return 2
-  except KeyboardInterrupt:
+  except KeyboardInterrupt as e:
     print(f"\ninterrupted: finished runs are kept in {args.out}; re-run the same command "
           f"to resume the rest", file=sys.stderr)
-    return 130
+    return signals.exit_code(e)
   return 1 if print_failures(result) else 0
 
 
