@@ -13,7 +13,8 @@ from mvelab.errors import ConfigError
 
 def test_default_preset_resolves_everything():
   cfg = config_lib.resolve(Config(env="pendulum"))
-  unused = {"backend", "model", "exploration_noise", *config_lib.MODEL_FIELDS}
+  unused = {"backend", "model", "exploration_noise", "dyna_schedule",  # None: no schedule
+            *config_lib.MODEL_FIELDS}
   assert all(v is not None for k, v in cfg.to_dict().items() if k not in unused)
   learned = config_lib.resolve(Config(env="pendulum", expansion="critic", model="learned"))
   assert all(getattr(learned, k) is not None for k in config_lib.MODEL_FIELDS)
