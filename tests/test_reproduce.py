@@ -117,3 +117,21 @@ def test_bad_input_exit_2(argv, needle, tmp_path, capsys):
   assert reproduce.main(argv + ["--out", str(tmp_path / "x")]) == 2
   assert needle in capsys.readouterr().err
   assert not (tmp_path / "x").exists()
+
+
+def test_with_dyna_adds_mbpo_learned_and_oracle(tmp_path):
+  spec = parse_spec(reproduce.figure1_spec(dyna=True))
+  cfgs = [config_lib.resolve(r.config) for r in spec.runs]
+  dyna = sorted((c.model, c.horizon) for c in cfgs if c.expansion == "dyna")
+  assert dyna == sorted((m, h) for m in ("learned", "oracle") for h in reproduce.DYNA_HORIZONS)
+  assert all(c.updates_per_step == 1 for c in cfgs)  # same UTD as every other curve
+  labels = {results_label(c) for c in cfgs if c.expansion == "dyna"}
+  assert labels == {"MBPO k=1", "MBPO k=5", "MBPO-oracle k=1", "MBPO-oracle k=5"}
+  r = reproduce.reproduce_figure1(str(tmp_path / "d"), steps=3000, seeds=2, dyna=True,
+                                  executor=SerialExecutor(), progress=False, job_fn=FakeRun())
+  assert r["sweep"].ok and os.path.getsize(tmp_path / "d" / "figure1.png") > 10_000
+
+
+def results_label(cfg):
+  from mvelab.experiments import results
+  return results.run_label(cfg.to_dict())

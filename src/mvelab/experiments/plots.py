@@ -319,7 +319,9 @@ def figure1(df: pd.DataFrame, out_path, band: str = "std", env: Optional[str] = 
   env, agent, rows = _prepare(df, env)
   names = _names(agent, expansion)
   panels = [(m, _select(rows, m, expansion)) for m in MODELS]
-  colors = _horizon_colors(sorted(set().union(*(_horizons(r) for _, r in panels))))
+  dyna = {m: rows[(rows["expansion"] == "dyna") & (rows["model"] == m)] for m in MODELS}
+  colors = _horizon_colors(sorted(set().union(*(_horizons(r) for _, r in panels),
+                                              *(_horizons(r) for r in dyna.values()))))
   sac, retrace = _select(rows, "sac"), _select(rows, "retrace")
   ref_curves = _reference_curves(sac, retrace, band, names)
   seeds = [_num_seeds(r[r["horizon"] == h]) for r in (panels[0][1], panels[1][1], retrace)
@@ -333,6 +335,9 @@ def figure1(df: pd.DataFrame, out_path, band: str = "std", env: Optional[str] = 
       c = _curve(prows[prows["horizon"] == h], band)
       ax.fill_between(c["env_steps"], c["lo"], c["hi"], color=colors[h], alpha=0.18, lw=0)
       ax.plot(c["env_steps"], c["mean"], color=colors[h], lw=1.8)
+    for h in _horizons(dyna[model]):  # MBPO with the same model, rollout length k = h
+      c = _curve(dyna[model][dyna[model]["horizon"] == h], band)
+      ax.plot(c["env_steps"], c["mean"], color=colors[h], lw=1.6, ls="-.")
     for c, style in ref_curves:
       ax.plot(c["env_steps"], c["mean"], **style)
     if prows.empty:
@@ -345,6 +350,9 @@ def figure1(df: pd.DataFrame, out_path, band: str = "std", env: Optional[str] = 
   axes[0].tick_params(labelbottom=True)
 
   handles = [Line2D([], [], color=colors[h], lw=2.5, label=f"H={h}") for h in colors]
+  if any(not r.empty for r in dyna.values()):
+    handles.append(Line2D([], [], color="0.3", lw=1.6, ls="-.",
+                          label=f"{names['prefix']}MBPO, rollout k = H (dash-dot)"))
   handles += [Line2D([], [], **style) for _, style in ref_curves]
   what = "±1 std over seeds" if band == "std" else "95% bootstrap CI of mean"
   fig.legend(handles=handles, loc="outside right center", frameon=False, alignment="left",

@@ -43,10 +43,14 @@ SMALL_CRITIC = dict(ce_values="direct")
 SMALL_LEARNED = dict(model_hidden_sizes=[64, 64], model_batch_size=128,
                      model_warmup_updates=500)
 FIGURES = ("figure1", "performance_vs_h", "cost_vs_h")
+#: ``--with-dyna``: MBPO's rollout lengths and settings in the figure (small CPU scale).
+DYNA_HORIZONS = (1, 5)
+DYNA = dict(dyna_rollouts=32, dyna_retain=250)
 
 
 def figure1_spec(env: Optional[str] = None, steps: Optional[int] = None, seeds: int = 5,
-                 preset: str = "default", retrace: bool = True) -> dict:
+                 preset: str = "default", retrace: bool = True,
+                 dyna: bool = False) -> dict:
   """The sweep spec (a mapping, see docs/sweeps.md) of Figure 1.
 
   Args:
@@ -58,6 +62,9 @@ def figure1_spec(env: Optional[str] = None, steps: Optional[int] = None, seeds: 
     seeds: seeds per run (vmapped in one program).
     preset: ``default`` (small CPU scale, ``SMALL`` overrides) or ``paper`` (full scale).
     retrace: add Retrace at ``H = RETRACE_HORIZON`` as a model-free reference.
+    dyna: add MBPO (``--expansion dyna``) with the learned model and the oracle at rollout
+      lengths ``DYNA_HORIZONS``, with ``DYNA`` settings (one SAC update per environment
+      step, as every other run of the figure).
   """
   small = preset == "default"
   env = env or (SMALL_ENV if small else PAPER_ENV)
@@ -72,6 +79,12 @@ def figure1_spec(env: Optional[str] = None, steps: Optional[int] = None, seeds: 
               runs=[dict(expansions="none"), learned, oracle])
   if retrace:
     spec["runs"].append(dict(expansions="retrace", horizons=[RETRACE_HORIZON]))
+  if dyna:
+    spec["runs"].append(dict(expansions="dyna", models="oracle", horizons=list(DYNA_HORIZONS),
+                             overrides=dict(DYNA)))
+    spec["runs"].append(dict(expansions="dyna", models="learned",
+                             horizons=list(DYNA_HORIZONS),
+                             overrides=dict(DYNA, **(SMALL_LEARNED if small else {}))))
   if steps is not None:
     spec["steps"] = steps
   if small:
@@ -81,7 +94,7 @@ def figure1_spec(env: Optional[str] = None, steps: Optional[int] = None, seeds: 
 
 def reproduce_figure1(out_dir: str, env: Optional[str] = None, steps: Optional[int] = None,
                       seeds: int = 5, preset: str = "default", jobs: Optional[int] = None,
-                      retrace: bool = True, band: str = "std",
+                      retrace: bool = True, band: str = "std", dyna: bool = False,
                       progress: bool = True, executor=None, job_fn=None) -> dict:
   """Writes the spec, runs the sweep (resumable), the table and the figures.
 
@@ -104,7 +117,7 @@ def reproduce_figure1(out_dir: str, env: Optional[str] = None, steps: Optional[i
   if steps is not None and (isinstance(steps, bool) or not isinstance(steps, int)
                             or steps <= 0):
     raise ConfigError(f"steps: must be a positive integer, got {steps!r}")
-  return run_spec(figure1_spec(env, steps, seeds, preset, retrace), "figure1", out_dir,
+  return run_spec(figure1_spec(env, steps, seeds, preset, retrace, dyna), "figure1", out_dir,
                   lambda df, d: plots.plot_all(df, d, band=band), jobs=jobs,
                   executor=executor, progress=progress, job_fn=job_fn)
 
@@ -192,6 +205,9 @@ def _parser() -> argparse.ArgumentParser:
                       help="sweep directory (default: runs/figure1-<env>-<preset>)")
   parser.add_argument("--jobs", type=int, default=None,
                       help="runs at once, one process each (default: usable cores)")
+  parser.add_argument("--with-dyna", action="store_true",
+                      help="add MBPO (Dyna) with the learned model and the oracle at "
+                      f"rollout lengths {', '.join(map(str, DYNA_HORIZONS))} (dash-dot curves)")
   parser.add_argument("--no-retrace", action="store_true",
                       help="leave out the Retrace reference run")
   parser.add_argument("--band", default="std", choices=["std", "ci"],
@@ -229,7 +245,7 @@ def main(argv=None) -> int:
       f"-{args.preset}")
   return run_and_report(out, args, lambda executor: reproduce_figure1(
       out, env, args.steps, args.seeds, args.preset, args.jobs, retrace=not args.no_retrace,
-      band=args.band, progress=not args.quiet, executor=executor))
+      band=args.band, dyna=args.with_dyna, progress=not args.quiet, executor=executor))
 
 
 if __name__ == "__main__":
