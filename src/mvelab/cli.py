@@ -28,6 +28,7 @@ commands:
   plot     Figure-1 learning curves, performance and cost against the horizon H
   reproduce figure1
            the seed paper's Figure 1: sweep, table and figures in one resumable command
+  diagnose critic and value targets of stored checkpoints against the true Q (Monte Carlo)
 
 Run `mvelab <command> --help` for the options of a command.
 """
@@ -157,13 +158,19 @@ def cmd_plot(argv) -> int:
   return plots.main(argv)
 
 
+def cmd_diagnose(argv) -> int:
+  from mvelab.diagnostics import cli
+  return cli.main(argv)
+
+
 def cmd_reproduce(argv) -> int:
   from mvelab.experiments import reproduce
   return reproduce.main(argv)
 
 
 COMMANDS = {"envs": cmd_envs, "demo": cmd_demo, "train": cmd_train, "sweep": cmd_sweep,
-            "results": cmd_results, "plot": cmd_plot, "reproduce": cmd_reproduce}
+            "results": cmd_results, "plot": cmd_plot, "reproduce": cmd_reproduce,
+            "diagnose": cmd_diagnose}
 
 
 def main(argv=None) -> int:
