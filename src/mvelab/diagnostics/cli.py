@@ -35,6 +35,9 @@ def _parser() -> Parser:
                       f"{' '.join(map(str, HORIZONS))})")
   parser.add_argument("--probes", type=int, default=256,
                       help="probe transitions per checkpoint (default 256)")
+  parser.add_argument("--signal_probes", type=int, default=32,
+                      help="probes (the first of the N) whose states also get the action "
+                      "signal: Q of 5 policy quantiles and the policy mean (default 32)")
   parser.add_argument("--rollouts", type=int, default=32,
                       help="Monte-Carlo rollouts per probe state-action (default 32)")
   parser.add_argument("--keys", type=int, default=8,
@@ -57,6 +60,7 @@ def main(argv=None) -> int:
   try:
     args = _parser().parse_args(sys.argv[1:] if argv is None else list(argv))
     settings = Settings(horizons=tuple(args.horizons), probes=args.probes,
+                        signal_probes=args.signal_probes,
                         rollouts=args.rollouts, keys=args.keys,
                         rollout_length=args.rollout_length, seed=args.seed)
     from mvelab.diagnostics import loading

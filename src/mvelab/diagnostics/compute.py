@@ -5,8 +5,11 @@ model error, as one jitted program (vmapped over the seeds of a checkpoint).
 reduces them to the tidy metrics. Shapes (``N`` probes, ``W = 1 + A`` actions per probe
 state, ``K`` keys, ``Hmax = max(horizons)``):
 
-* ``q_pi``, ``q_pi_se`` ``[N, W]``: Monte-Carlo ``Q^π`` of every (probe state, action) and
-  its standard error (:mod:`~mvelab.diagnostics.ground_truth`);
+* ``q_pi``, ``q_pi_se`` ``[N]``: Monte-Carlo ``Q^π(o_0, a_0)`` of every probe and its
+  standard error (:mod:`~mvelab.diagnostics.ground_truth`);
+* ``q_signal``, ``q_signal_se`` ``[Ns, W − 1]``: ``Q^π`` of the policy actions at the first
+  ``Ns = settings.num_signal`` probe states (common random numbers) and the standard error
+  of their centred values;
 * ``critic`` ``[N, W]``: the online critic ``min_i Q_i`` at the same pairs;
 * ``ce/<model>/<ce_values>/<H>`` ``[K, N, W]``: critic-expansion targets
   (:func:`~mvelab.diagnostics.targets.expansion_targets`);
@@ -51,10 +54,15 @@ def diagnose_state(p, settings: Settings, state, key: Array) -> dict:
   grid = lambda x: x.reshape(x.shape[:-1] + (n, width))  # [..., N·W] -> [..., N, W]
   alpha = view.alpha(p, state)
 
-  q_pi, q_pi_se = ground_truth.soft_q(
-      p.env, view.policy_fn(p, state), first.sim_tm1, first.action_tm1, k_truth,
-      settings.rollouts, settings.length(p.cfg.gamma), state.hyper.gamma, alpha)
-  out = dict(q_pi=grid(q_pi), q_pi_se=grid(q_pi_se),
+  mc = (settings.rollouts, settings.length(p.cfg.gamma), state.hyper.gamma, alpha)
+  probe = jax.tree.map(lambda x: x[:, 0], probes.window)
+  q_pi, q_pi_se = ground_truth.soft_q(p.env, view.policy_fn(p, state), probe.sim_tm1,
+                                      probe.action_tm1, k_truth, *mc)
+  ns = settings.num_signal
+  q_signal, q_signal_se = ground_truth.soft_q_actions(
+      p.env, view.policy_fn(p, state), jax.tree.map(lambda x: x[:ns], probe.sim_tm1),
+      probes.actions[:ns, 1:], jax.random.fold_in(k_truth, 1), *mc)
+  out = dict(q_pi=q_pi, q_pi_se=q_pi_se, q_signal=q_signal, q_signal_se=q_signal_se,
              critic=grid(view.critic_value(p, state, first.obs_tm1, first.action_tm1)),
              obs_std=model_error.replay_obs_std(state.replay), alpha=alpha,
              env_steps=state.env_steps, updates=state.updates,

@@ -39,8 +39,9 @@ def action_corr(estimate: np.ndarray, truth: np.ndarray) -> float:
 def seed_rows(a: dict, settings, meta: dict) -> list:
   """Rows of one seed's arrays ``a`` (:func:`mvelab.diagnostics.compute.diagnose_state`,
   numpy) with ``meta`` = run, env, seed, env_steps, updates."""
-  q_pi, se = a["q_pi"][:, 0], a["q_pi_se"][:, 0]  # the probes' own (s0, a0)
-  truth_actions = a["q_pi"][:, 1:]  # the policy's actions: the action signal
+  q_pi, se = a["q_pi"], a["q_pi_se"]  # the probes' own (s0, a0)
+  truth_actions = a["q_signal"]  # [Ns, A] the policy's actions: the action signal
+  ns = truth_actions.shape[0]
   signal_sd = float(np.sqrt(np.mean(np.square(centred(truth_actions)))))
   out = []
   row = lambda model, est, h, k, metric, value: out.append(dict(
@@ -51,7 +52,7 @@ def seed_rows(a: dict, settings, meta: dict) -> list:
   row("", "truth", nan, nan, "q_pi_se_rms", np.sqrt(np.mean(np.square(se))))
   row("", "truth", nan, nan, "action_signal_sd", signal_sd)
   row("", "truth", nan, nan, "action_signal_se_rms",
-      np.sqrt(np.mean(np.square(a["q_pi_se"][:, 1:]))))
+      np.sqrt(np.mean(np.square(a["q_signal_se"]))))
   row("", "truth", nan, nan, "rollout_length", a["rollout_length"])
 
   err = a["critic"][:, 0] - q_pi
@@ -61,7 +62,7 @@ def seed_rows(a: dict, settings, meta: dict) -> list:
   row("", "critic", nan, nan, "rmse", np.sqrt(np.mean(np.square(err))))
   row("", "critic", nan, nan, "normalized_bias", np.mean(norm))
   row("", "critic", nan, nan, "normalized_bias_sd", np.std(norm))
-  row("", "critic", nan, nan, "action_corr", action_corr(a["critic"][:, 1:], truth_actions))
+  row("", "critic", nan, nan, "action_corr", action_corr(a["critic"][:ns, 1:], truth_actions))
 
   for model in ("oracle", "learned"):
     for values in CE_VALUES:
@@ -72,10 +73,10 @@ def seed_rows(a: dict, settings, meta: dict) -> list:
         y = a[key]  # [K, N, W]
         _target_rows(row, model, f"ce_{values}", h, y[:, :, 0], q_pi, se)
         row(model, f"ce_{values}", h, nan, "action_corr",
-            action_corr(y[:, :, 1:].mean(axis=0), truth_actions))
+            action_corr(y[:, :ns, 1:].mean(axis=0), truth_actions))
         row(model, f"ce_{values}", h, nan, "action_corr_single",
-            np.mean([action_corr(yk, truth_actions) for yk in y[:, :, 1:]]))
-        noise_actions = np.sqrt(np.mean(np.var(y[:, :, 1:], axis=0, ddof=1)))
+            np.mean([action_corr(yk, truth_actions) for yk in y[:, :ns, 1:]]))
+        noise_actions = np.sqrt(np.mean(np.var(y[:, :ns, 1:], axis=0, ddof=1)))
         row(model, f"ce_{values}", h, nan, "noise_to_signal",
             noise_actions / signal_sd if signal_sd > 0 else nan)
         if model == "learned":

@@ -28,6 +28,8 @@ class Settings:
   Attributes:
     horizons: expansion horizons ``H`` of the target diagnostics (distinct, ``≥ 0``).
     probes: ``N`` probe transitions per checkpoint (drawn from its replay buffer).
+    signal_probes: the first ``min(signal_probes, N)`` probes also get the action signal
+      (``len(QUANTILES) + 1`` more ground-truth values each).
     rollouts: ``M`` Monte-Carlo rollouts per probe state-action for the ground truth.
     keys: ``K`` keys per target (its mean and its noise, the sd over keys).
     rollout_length: ground-truth rollout length ``L``; None: the smallest ``L`` with
@@ -38,6 +40,7 @@ class Settings:
 
   horizons: tuple = HORIZONS
   probes: int = 256
+  signal_probes: int = 32
   rollouts: int = 32
   keys: int = 8
   rollout_length: Optional[int] = None
@@ -55,7 +58,7 @@ class Settings:
     if len(set(horizons)) != len(horizons):
       raise ConfigError(f"horizons: must be distinct, got {list(horizons)}")
     object.__setattr__(self, "horizons", tuple(sorted(horizons)))
-    for name in ("probes", "rollouts", "keys", "mean_samples"):
+    for name in ("probes", "signal_probes", "rollouts", "keys", "mean_samples"):
       _check_positive(name, getattr(self, name))
     if self.rollouts < 2:
       raise ConfigError(f"rollouts: must be at least 2 (the standard error is an sd over "
@@ -67,6 +70,11 @@ class Settings:
       _check_positive("rollout_length", self.rollout_length)
     if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
       raise ConfigError(f"seed: must be a non-negative integer, got {self.seed!r}")
+
+  @property
+  def num_signal(self) -> int:
+    """Probes with the action signal."""
+    return min(self.signal_probes, self.probes)
 
   @property
   def max_horizon(self) -> int:
