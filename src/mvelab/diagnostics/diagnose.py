@@ -40,11 +40,14 @@ def state_rows(p, states, seeds: list, settings: Settings, meta: dict) -> list:
   return rows
 
 
-def _meta(run_dir: str, root: str, p) -> dict:
+def _meta(run_dir: str, root: str, cfg) -> dict:
+  """The run columns of its rows: name, env, label and its own expansion, model and H."""
   from mvelab.experiments import results
   rel = os.path.relpath(run_dir, root)
   return dict(run=os.path.basename(os.path.normpath(run_dir)) if rel == "." else rel,
-              env=p.cfg.env, label=results.run_label(p.cfg.to_dict()))
+              env=cfg.env, label=results.run_label(cfg.to_dict()),
+              run_expansion=cfg.expansion, run_model=cfg.model or "",
+              run_horizon=cfg.horizon)
 
 
 def diagnose_dir(root: str, settings: Settings, selection: tuple,
@@ -67,7 +70,8 @@ def diagnose_dir(root: str, settings: Settings, selection: tuple,
     t0 = time.perf_counter()
     p, states = loading.restore(ref)
     compute.check_state(p, settings, states, f"checkpoint {ref.path}")
-    rows += state_rows(p, states, list(ref.seeds), settings, _meta(ref.run_dir, root, p))
+    rows += state_rows(p, states, list(ref.seeds), settings,
+                       _meta(ref.run_dir, root, loading.run_config(ref.run_dir)))
     if progress:
       progress(f"[{i + 1}/{len(refs)}] {ref.path}: seeds {list(ref.seeds)}, "
                f"{time.perf_counter() - t0:.1f} s")
@@ -100,7 +104,7 @@ def diagnose_live(p, states, seeds: list, settings: Settings, run_dir: str) -> l
   import csv
   if int(np.min(np.asarray(states.replay.size))) < settings.max_horizon + 1:
     return []
-  rows = state_rows(p, states, seeds, settings, _meta(run_dir, run_dir, p))
+  rows = state_rows(p, states, seeds, settings, _meta(run_dir, run_dir, p.cfg))
   path = os.path.join(run_dir, LIVE_FILE)
   columns = list(frame(rows).columns)
   new = not os.path.exists(path)

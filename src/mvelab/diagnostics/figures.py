@@ -169,3 +169,38 @@ def horizon_table(df: pd.DataFrame, steps=None) -> pd.DataFrame:
           "noise", "action_corr_single", "action_corr"]
   table = pd.concat(out, ignore_index=True) if out else pd.DataFrame(columns=cols)
   return table[[c for c in cols if c in table]]
+
+
+def sweep_figure(df: pd.DataFrame, out_path) -> list:
+  """Each run's last checkpoint against the run's own H: critic action-signal correlation,
+  critic RMSE, and the noise and bias of the oracle target at the run's own H."""
+  last = df[df["env_steps"] == df.groupby("run")["env_steps"].transform("max")]
+  fig = Figure(figsize=(13.0, 3.8), layout="constrained")
+  axes = fig.subplots(1, 3)
+  panels = ((axes[0], "critic", "action_corr", "critic action-signal corr. with $Q^\\pi$"),
+            (axes[1], "critic", "rmse", "critic RMSE to $Q^\\pi$"),
+            (axes[2], "own", "noise_to_signal", "noise / action signal of own-H target"))
+  kinds = (("oracle", "OVE", "C0"), ("learned", "MVE", "C3"))
+  for ax, source, metric, ylabel in panels:
+    for model, name, color in kinds:
+      runs = last[(last["run_expansion"] == "critic") & (last["run_model"] == model)]
+      if source == "critic":
+        rows = runs[(runs["estimator"] == "critic") & (runs["metric"] == metric)]
+      else:
+        rows = runs[(runs["model"] == "oracle") & (runs["estimator"] == "ce_direct")
+                    & (runs["metric"] == metric) & (runs["horizon"] == runs["run_horizon"])]
+      if not rows.empty:
+        _line(ax, _over_seeds(rows, "run_horizon"), "run_horizon", color, "-", name)
+    sac = last[(last["run_expansion"] == "none") & (last["estimator"] == "critic")
+               & (last["metric"] == metric)]
+    if source == "critic" and not sac.empty:
+      ax.errorbar([0], [sac["value"].mean()], [sac["value"].std(ddof=0)], color="k",
+                  marker="s", label="SAC")
+    ax.set_xlabel("the run's horizon H")
+    ax.set_ylabel(ylabel)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+  steps = int(last["env_steps"].max()) if len(last) else 0
+  fig.suptitle(f"diagnostics at each run's last checkpoint ({steps} env steps), mean ± sd "
+               f"over seeds")
+  return _save(fig, out_path)

@@ -69,11 +69,31 @@ def checkpoints(run_dir: str, selection: tuple) -> list:
   return out
 
 
-@functools.lru_cache(maxsize=16)
+#: Config fields that change neither the structure of a training state nor anything the
+#: diagnostics compute, set to one value so that runs differing only in them (the
+#: horizons of a sweep) share one ``Programs`` and hence one compiled diagnostics pass.
+FREE_FIELDS = dict(expansion="none", horizon=0, ce_values="control_variate", tdk=False,
+                   particles=1, total_steps=None, seed=0, num_seeds=1)
+
+
 def programs(run_dir: str):
-  """The run's ``Programs`` (from its config.json)."""
-  from mvelab import program, runner
-  return program.make_programs(runner.load_run(run_dir)["config"])
+  """The ``Programs`` that restore and diagnose the run (from its config.json)."""
+  from mvelab import runner
+  cfg = runner.load_run(run_dir)["config"]
+  model = cfg.model if cfg.model == "learned" else None  # the oracle needs no state
+  return _programs(dataclasses.replace(cfg, model=model, **FREE_FIELDS))
+
+
+def run_config(run_dir: str):
+  """The run's own (resolved) config, as stored in its config.json."""
+  from mvelab import runner
+  return runner.load_run(run_dir)["config"]
+
+
+@functools.lru_cache(maxsize=16)
+def _programs(cfg):
+  from mvelab import program
+  return program.make_programs(cfg)
 
 
 def restore(ref: CheckpointRef):

@@ -114,6 +114,8 @@ def reproduce_figure1(out_dir: str, env: Optional[str] = None, steps: Optional[i
     summary = results.summarize(df)
     out["tables"] = results.write_tables(df, summary, out_dir)
     out["figures"] = plots.plot_all(df, out_dir, band=band)
+    from mvelab.diagnostics import found  # critic and targets against the true Q
+    out["figures"] += found.figure_for_sweep(out_dir, out_dir)
     out["summary_text"] = results.format_summary(summary)
   out["wall_s"] = time.perf_counter() - t0
   return out
