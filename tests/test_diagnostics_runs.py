@@ -96,3 +96,14 @@ def test_cli_directory_without_checkpoints_exits_2(tmp_path, capsys):
   err = capsys.readouterr().err.strip().splitlines()
   assert len(err) == 1 and "no checkpoints" in err[0]
   assert os.listdir(empty) == ["config.json"]
+
+
+def test_diagnose_live_appends_to_the_run_csv(run_dir, tmp_path):
+  ref = loading.checkpoints(run_dir, ("last", 1))[0]
+  p, states = loading.restore(ref)
+  out = str(tmp_path)
+  first = diagnose.diagnose_live(p, states, list(ref.seeds), SETTINGS, out)
+  diagnose.diagnose_live(p, states, list(ref.seeds), SETTINGS, out)
+  table = pd.read_csv(os.path.join(out, diagnose.LIVE_FILE))
+  assert len(table) == 2 * len(first) > 0
+  np.testing.assert_allclose(table["value"][:len(first)], table["value"][len(first):])
