@@ -5,8 +5,8 @@ A probe is a stored window of ``W`` consecutive real transitions (``replay.sampl
 fixed key): its first transition ``(o_0, a_0, r_0, o_1)`` with its simulator states is the
 probe of the critic and critic-expansion diagnostics, the whole window feeds Retrace.
 
-At each probe state the action signal compares ``1 + A`` actions: the probe's own action
-``a_0`` (column 0), then ``A = len(QUANTILES) + 1`` policy actions: the policy's quantiles
+At each of the first ``Ns = settings.num_signal`` probe states the action signal compares
+``A = len(QUANTILES) + 1`` policy actions: the policy's quantiles
 ``tanh(loc + scale·Φ⁻¹(q))`` (per action dimension, the same ``q`` in every dimension) and
 the policy mean ``E[tanh(u)]`` (estimated from ``mean_samples`` draws). DDPG's policy is
 deterministic; its quantiles use the exploration noise as the scale.
@@ -29,8 +29,8 @@ Array = jax.Array
 
 #: Standard-normal quantiles ``Φ⁻¹(q)`` of :data:`QUANTILES`.
 Z = tuple(statistics.NormalDist().inv_cdf(q) for q in QUANTILES)
-#: Names of the action columns: the probe action, the quantiles, the policy mean.
-ACTION_NAMES = ("replay",) + tuple(f"q{q:g}" for q in QUANTILES) + ("mean",)
+#: Names of the signal actions: the quantiles, the policy mean.
+ACTION_NAMES = tuple(f"q{q:g}" for q in QUANTILES) + ("mean",)
 
 
 class Probes(NamedTuple):
@@ -38,10 +38,11 @@ class Probes(NamedTuple):
 
   Attributes:
     window: stored transitions, leaves ``[N, W, ...]``; ``window[:, 0]`` is the probe.
-    actions: ``[N, 1 + A, act]`` actions at each probe state ``o_0`` (see module docstring).
-    first: first transitions of every (probe state, action) pair, leaves ``[N·(1 + A), ...]``
-      (row ``n·(1 + A) + i``): column 0 is the stored probe transition itself, the other
-      columns are one true simulator step from ``sim_tm1`` (never truncated).
+    actions: ``[Ns, A, act]`` policy actions at the first ``Ns`` probe states (module
+      docstring).
+    first: first transitions, leaves ``[N + Ns·A, ...]``: rows ``0..N−1`` are the stored
+      probe transitions; row ``N + n·A + i`` is one true simulator step from probe
+      ``n``'s ``sim_tm1`` with ``actions[n, i]`` (never truncated).
   """
 
   window: replay_lib.Transition
@@ -58,14 +59,15 @@ def draw(p, state, settings: Settings, key: Array) -> Probes:
   window = replay_lib.sample_windows(state.replay, key, settings.probes,
                                      settings.max_horizon + 1)
   probe = jax.tree.map(lambda x: x[:, 0], window)
-  k_mean = jax.random.fold_in(key, 1)
-  policy = policy_actions(p, state, probe.obs_tm1, k_mean, settings.mean_samples)
-  actions = jnp.concatenate([probe.action_tm1[:, None], policy], axis=1)
-  return Probes(window=window, actions=actions, first=first_transitions(p.env, probe, actions))
+  signal = jax.tree.map(lambda x: x[:settings.num_signal], probe)
+  actions = policy_actions(p, state, signal.obs_tm1, jax.random.fold_in(key, 1),
+                           settings.mean_samples)
+  return Probes(window=window, actions=actions,
+                first=first_transitions(p.env, probe, signal, actions))
 
 
 def policy_actions(p, state, obs: Array, key: Array, mean_samples: int) -> Array:
-  """``[N, A, act]`` quantile actions and the policy mean at RAW ``obs [N, O]``."""
+  """``[Ns, A, act]`` quantile actions and the policy mean at RAW ``obs [Ns, O]``."""
   norm_obs = normalization.normalize(state.obs_stats, obs)
   loc, scale = p.nets.dist(view.target_actor(p, state), norm_obs)
   if p.deterministic:
@@ -78,20 +80,18 @@ def policy_actions(p, state, obs: Array, key: Array, mean_samples: int) -> Array
   return jnp.stack(quantiles + [mean], axis=1)
 
 
-def first_transitions(env, probe: replay_lib.Transition, actions: Array
-                      ) -> replay_lib.Transition:
-  """Rows ``[N·(1 + A)]``: the stored probe (column 0), then one true step per action."""
-  n, width = actions.shape[:2]
-  rep = lambda x: jnp.repeat(x, width, axis=0)
-  sim_tm1 = jax.tree.map(rep, probe.sim_tm1)
-  flat_actions = actions.reshape((n * width,) + actions.shape[2:])
+def first_transitions(env, probe: replay_lib.Transition, signal: replay_lib.Transition,
+                      actions: Array) -> replay_lib.Transition:
+  """Rows ``[N + Ns·A]``: the stored probes, then one true step per signal action."""
+  ns, width = actions.shape[:2]
+  rep = lambda x: jnp.repeat(x, width, axis=0)  # row n·A + i
+  sim_tm1 = jax.tree.map(rep, signal.sim_tm1)
+  flat_actions = actions.reshape((ns * width,) + actions.shape[2:])
   sim_t, obs_t, reward, terminated = jax.vmap(env.simulate)(sim_tm1, flat_actions)
-  stored = jnp.tile(jnp.arange(width) == 0, n)  # column 0 of each probe
-  pick = lambda a, b: jax.tree.map(
-      lambda x, y: jnp.where(stored.reshape((-1,) + (1,) * (x.ndim - 1)), x, y), a, b)
   simulated = replay_lib.Transition(
-      obs_tm1=rep(probe.obs_tm1), action_tm1=flat_actions,
-      logprob_tm1=rep(probe.logprob_tm1), reward_t=reward,
+      obs_tm1=rep(signal.obs_tm1), action_tm1=flat_actions,
+      logprob_tm1=rep(signal.logprob_tm1), reward_t=reward,
       terminated_t=terminated, truncated_t=jnp.zeros_like(terminated),
       obs_t=obs_t, sim_tm1=sim_tm1, sim_t=sim_t)
-  return pick(jax.tree.map(rep, probe), simulated)
+  return jax.tree.map(lambda a, b: jnp.concatenate([a, b.astype(a.dtype)]), probe,
+                      simulated)

@@ -41,7 +41,6 @@ def seed_rows(a: dict, settings, meta: dict) -> list:
   numpy) with ``meta`` = run, env, seed, env_steps, updates."""
   q_pi, se = a["q_pi"], a["q_pi_se"]  # the probes' own (s0, a0)
   truth_actions = a["q_signal"]  # [Ns, A] the policy's actions: the action signal
-  ns = truth_actions.shape[0]
   signal_sd = float(np.sqrt(np.mean(np.square(centred(truth_actions)))))
   out = []
   row = lambda model, est, h, k, metric, value: out.append(dict(
@@ -55,14 +54,14 @@ def seed_rows(a: dict, settings, meta: dict) -> list:
       np.sqrt(np.mean(np.square(a["q_signal_se"]))))
   row("", "truth", nan, nan, "rollout_length", a["rollout_length"])
 
-  err = a["critic"][:, 0] - q_pi
+  err = a["critic"] - q_pi
   norm = err / np.maximum(np.abs(q_pi), NORM_FLOOR)
   row("", "critic", nan, nan, "bias", np.mean(err))
   row("", "critic", nan, nan, "bias_se", np.sqrt(np.sum(np.square(se))) / len(se))
   row("", "critic", nan, nan, "rmse", np.sqrt(np.mean(np.square(err))))
   row("", "critic", nan, nan, "normalized_bias", np.mean(norm))
   row("", "critic", nan, nan, "normalized_bias_sd", np.std(norm))
-  row("", "critic", nan, nan, "action_corr", action_corr(a["critic"][:ns, 1:], truth_actions))
+  row("", "critic", nan, nan, "action_corr", action_corr(a["critic_signal"], truth_actions))
 
   for model in ("oracle", "learned"):
     for values in CE_VALUES:
@@ -70,17 +69,17 @@ def seed_rows(a: dict, settings, meta: dict) -> list:
         key = f"ce/{model}/{values}/{h}"
         if key not in a:
           continue
-        y = a[key]  # [K, N, W]
-        _target_rows(row, model, f"ce_{values}", h, y[:, :, 0], q_pi, se)
+        y, y_signal = a[key], a[key.replace("ce/", "ce_signal/")]  # [K, N], [K, Ns, A]
+        _target_rows(row, model, f"ce_{values}", h, y, q_pi, se)
         row(model, f"ce_{values}", h, nan, "action_corr",
-            action_corr(y[:, :ns, 1:].mean(axis=0), truth_actions))
+            action_corr(y_signal.mean(axis=0), truth_actions))
         row(model, f"ce_{values}", h, nan, "action_corr_single",
-            np.mean([action_corr(yk, truth_actions) for yk in y[:, :ns, 1:]]))
-        noise_actions = np.sqrt(np.mean(np.var(y[:, :ns, 1:], axis=0, ddof=1)))
+            np.mean([action_corr(yk, truth_actions) for yk in y_signal]))
+        noise_actions = np.sqrt(np.mean(np.var(y_signal, axis=0, ddof=1)))
         row(model, f"ce_{values}", h, nan, "noise_to_signal",
             noise_actions / signal_sd if signal_sd > 0 else nan)
         if model == "learned":
-          gap = y[:, :, 0].mean(axis=0) - a[f"ce/oracle/{values}/{h}"][:, :, 0].mean(axis=0)
+          gap = y.mean(axis=0) - a[f"ce/oracle/{values}/{h}"].mean(axis=0)
           row(model, f"ce_{values}", h, nan, "gap_mean", np.mean(gap))
           row(model, f"ce_{values}", h, nan, "gap_rms", np.sqrt(np.mean(np.square(gap))))
   for h in settings.horizons:
