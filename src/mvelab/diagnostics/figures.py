@@ -31,10 +31,10 @@ def _stage_steps(df: pd.DataFrame) -> dict:
   steps = sorted(df["env_steps"].unique())
   picks = {"early": steps[0], "middle": steps[len(steps) // 2], "late": steps[-1]}
   out, seen = {}, set()
-  for name, s in picks.items():
+  for name, s in reversed(picks.items()):  # a repeated checkpoint keeps its latest name
     if s not in seen:
       out[name], seen = s, seen | {s}
-  return out
+  return dict(reversed(out.items()))
 
 
 def _over_seeds(rows: pd.DataFrame, by: str) -> pd.DataFrame:
@@ -173,7 +173,7 @@ def horizon_table(df: pd.DataFrame, steps=None) -> pd.DataFrame:
 
 def sweep_figure(df: pd.DataFrame, out_path) -> list:
   """Each run's last checkpoint against the run's own H: critic action-signal correlation,
-  critic RMSE, and the noise and bias of the oracle target at the run's own H."""
+  critic RMSE, and the noise-to-signal ratio of the run's own target (its model, its H)."""
   last = df[df["env_steps"] == df.groupby("run")["env_steps"].transform("max")]
   fig = Figure(figsize=(13.0, 3.8), layout="constrained")
   axes = fig.subplots(1, 3)
@@ -187,7 +187,7 @@ def sweep_figure(df: pd.DataFrame, out_path) -> list:
       if source == "critic":
         rows = runs[(runs["estimator"] == "critic") & (runs["metric"] == metric)]
       else:
-        rows = runs[(runs["model"] == "oracle") & (runs["estimator"] == "ce_direct")
+        rows = runs[(runs["model"] == model) & (runs["estimator"] == "ce_direct")
                     & (runs["metric"] == metric) & (runs["horizon"] == runs["run_horizon"])]
       if not rows.empty:
         _line(ax, _over_seeds(rows, "run_horizon"), "run_horizon", color, "-", name)
