@@ -10,10 +10,12 @@ table is already there) and draws the per-run summary next to Figure 1.
 from __future__ import annotations
 
 import os
+import sys
 from typing import Optional
 
 from mvelab.diagnostics.cli import OUT_SUBDIR
 from mvelab.diagnostics.diagnose import LIVE_FILE, TABLE_FILES
+from mvelab.errors import ConfigError
 
 
 def find_tables(root: str) -> list:
@@ -62,6 +64,11 @@ def figure_for_sweep(sweep_dir: str, out_dir: str, settings=None) -> list:
   if os.path.isfile(table):
     df = pd.read_parquet(table)
   else:
-    df = diagnose.diagnose_dir(sweep_dir, settings or Settings(), ("last", 1), progress=None)
+    try:
+      df = diagnose.diagnose_dir(sweep_dir, settings or Settings(), ("last", 1),
+                                 progress=None)
+    except ConfigError as e:  # e.g. replays too short for the horizons: no figure
+      print(f"warning: no diagnostics figure: {e}", file=sys.stderr)
+      return []
     paths += diagnose.write_tables(df, os.path.dirname(table))
   return paths + figures.sweep_figure(df, os.path.join(out_dir, "diagnostics_vs_h.png"))
