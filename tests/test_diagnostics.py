@@ -14,7 +14,6 @@ import types
 import jax
 import jax.numpy as jnp
 import numpy as np
-import pytest
 
 from mvelab.config import CE_VALUES
 from mvelab.core import normalization

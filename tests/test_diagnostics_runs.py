@@ -107,3 +107,14 @@ def test_diagnose_live_appends_to_the_run_csv(run_dir, tmp_path):
   table = pd.read_csv(os.path.join(out, diagnose.LIVE_FILE))
   assert len(table) == 2 * len(first) > 0
   np.testing.assert_allclose(table["value"][:len(first)], table["value"][len(first):])
+
+
+def test_results_and_plot_find_the_diagnostics(run_dir, tmp_path, capsys):
+  assert main(["diagnose", run_dir, *ARGS, "--checkpoints", "last", "--no_figures",
+               "--quiet"]) == 0
+  assert os.path.isfile(os.path.join(run_dir, "diagnostics", "diagnostics.parquet"))
+  capsys.readouterr()
+  assert main(["results", run_dir, "--out", str(tmp_path / "r")]) == 0
+  assert "diagnostics: 1 table(s)" in capsys.readouterr().out
+  assert main(["plot", run_dir, "--out", str(tmp_path / "p")]) == 0
+  assert os.path.isfile(tmp_path / "p" / "diagnostics" / "run_targets.png")

@@ -27,7 +27,6 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from mvelab.config import CE_VALUES
 from mvelab.diagnostics import ground_truth, model_error, probes as probes_lib
 from mvelab.diagnostics import targets, view
 from mvelab.diagnostics.settings import Settings

@@ -58,7 +58,6 @@ def diagnose_dir(root: str, settings: Settings, selection: tuple,
     ConfigError: no checkpoints, or a checkpoint whose replay is too short for the
       horizons (named).
   """
-  import pandas as pd
   from mvelab.diagnostics import compute
   from mvelab.errors import ConfigError
   refs = [ref for run in loading.find_runs(root) for ref in loading.checkpoints(run, selection)]
