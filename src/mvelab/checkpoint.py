@@ -42,7 +42,7 @@ import jax
 import numpy as np
 from flax import serialization
 
-__all__ = ["CheckpointError", "save", "restore", "latest", "list_checkpoints",
+__all__ = ["CheckpointError", "save", "restore", "restore_path", "latest", "list_checkpoints",
            "size_bytes", "checkpoint_dir"]
 
 FORMAT = "mvelab-checkpoint"
@@ -373,6 +373,26 @@ def _like(target, a: np.ndarray, spec: dict):
   return np.array(a)
 
 
+def restore_path(path: str, target: Any) -> tuple:
+  """Loads ONE checkpoint folder ``path`` (an entry of :func:`list_checkpoints`).
+
+  Validated as in :func:`restore`. Returns ``(step, state, extra)``.
+
+  Raises:
+    CheckpointError: the checkpoint is invalid (the message gives the reason).
+  """
+  paths, target_leaves, treedef = _flatten(target)
+  try:
+    try:
+      step, arrays, extra, specs = _load(path, paths, target_leaves)
+    except (KeyError, TypeError, AttributeError) as e:
+      raise _Invalid(f"{META_FILE} is malformed ({type(e).__name__}: {e})") from None
+  except _Invalid as e:
+    raise CheckpointError(f"{path}: {e}") from None
+  leaves = [_like(t, a, specs[p]) for p, t, a in zip(paths, target_leaves, arrays)]
+  return step, jax.tree_util.tree_unflatten(treedef, leaves), extra
+
+
 def restore(directory: str, target: Any, warn: Callable[[str], None] = print,
             max_step: Optional[int] = None) -> Optional[tuple]:
   """Loads the newest valid checkpoint of run ``directory`` in the structure of ``target``.
@@ -401,20 +421,13 @@ def restore(directory: str, target: Any, warn: Callable[[str], None] = print,
            if max_step is None or s <= max_step]
   if not ckpts:
     return None
-  paths, target_leaves, treedef = _flatten(target)
   reasons = []
   for _, path in reversed(ckpts):
     try:
-      try:
-        step, arrays, extra, specs = _load(path, paths, target_leaves)
-      except (KeyError, TypeError, AttributeError) as e:
-        raise _Invalid(f"{META_FILE} is malformed ({type(e).__name__}: {e})") from None
-    except _Invalid as e:
-      reasons.append(f"{path}: {e}")
-      warn(f"checkpoint: skipping {path}: {e}")
-      continue
-    leaves = [_like(t, a, specs[p]) for p, t, a in zip(paths, target_leaves, arrays)]
-    return step, jax.tree_util.tree_unflatten(treedef, leaves), extra
+      return restore_path(path, target)
+    except CheckpointError as e:
+      reasons.append(str(e))
+      warn(f"checkpoint: skipping {e}")
   raise CheckpointError(
       f"no valid checkpoint in {checkpoint_dir(directory)!r} ({len(ckpts)} found, all "
       "rejected):\n  " + "\n  ".join(reasons))

@@ -32,6 +32,7 @@ commands:
            the reference paper's matrix (SAC, CE, AE, Retrace x H) on one of its tasks
   reproduce model-error
            critic expansion with perturbed oracles over model error x H: the trust map
+  diagnose critic and value targets of stored checkpoints against the true Q (Monte Carlo)
 
 Run `mvelab <command> --help` for the options of a command.
 
@@ -168,13 +169,19 @@ def cmd_plot(argv) -> int:
   return plots.main(argv)
 
 
+def cmd_diagnose(argv) -> int:
+  from mvelab.diagnostics import cli
+  return cli.main(argv)
+
+
 def cmd_reproduce(argv) -> int:
   from mvelab.experiments import reproduce
   return reproduce.main(argv)
 
 
 COMMANDS = {"envs": cmd_envs, "demo": cmd_demo, "train": cmd_train, "sweep": cmd_sweep,
-            "results": cmd_results, "plot": cmd_plot, "reproduce": cmd_reproduce}
+            "results": cmd_results, "plot": cmd_plot, "reproduce": cmd_reproduce,
+            "diagnose": cmd_diagnose}
 
 
 def main(argv=None) -> int:

@@ -618,6 +618,10 @@ def main(argv=None) -> int:
     paths = _plot_set(df, out_dir, stems, args.band, args.env)
   except ValueError as e:
     return fail(str(e))
+  from mvelab.diagnostics import figures as diagnostics_figures, found
+  diagnostics = found.load(args.dir)
+  if diagnostics is not None:  # written by `mvelab diagnose` or `train --diagnose_every`
+    paths += diagnostics_figures.plot_all(diagnostics, Path(out_dir) / "diagnostics")
   for p in paths:
     print(p)
   return 0

@@ -117,8 +117,12 @@ def reproduce_figure1(out_dir: str, env: Optional[str] = None, steps: Optional[i
   if steps is not None and (isinstance(steps, bool) or not isinstance(steps, int)
                             or steps <= 0):
     raise ConfigError(f"steps: must be a positive integer, got {steps!r}")
+  def figures(df, d):
+    from mvelab.diagnostics import found  # critic and targets against the true Q
+    return plots.plot_all(df, d, band=band) + found.figure_for_sweep(d, d)
+
   return run_spec(figure1_spec(env, steps, seeds, preset, retrace, dyna), "figure1", out_dir,
-                  lambda df, d: plots.plot_all(df, d, band=band), jobs=jobs,
+                  figures, jobs=jobs,
                   executor=executor, progress=progress, job_fn=job_fn)
 
 

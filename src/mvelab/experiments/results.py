@@ -489,6 +489,9 @@ def main(argv=None) -> int:
   print()
   for path in paths.values():
     print(f"wrote {path}")
+  from mvelab.diagnostics import found
+  if found.summary_line(args.dir):
+    print(found.summary_line(args.dir))
   return 0
 
 

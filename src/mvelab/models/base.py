@@ -55,6 +55,11 @@ class DynamicsModel(Protocol):
               policy_fn: PolicyFn, key: Array, horizon: int) -> Rollout:
     """Rolls ``horizon`` steps from ``obs [B, obs_size]`` (and ``sim``, ``[B, ...]``)."""
 
+  def transition(self, model_state: Any, obs_stats: Any) -> Callable:
+    """The batched one-step model ``(state, obs, action, key) -> (state', obs', reward,
+    terminated)`` that :meth:`rollout` iterates (``state``: ``sim`` if ``needs_sim``,
+    else ``()``); see :data:`mvelab.models.oracle.TransitionFn`."""
+
   def update(self, model_state: Any, obs_stats: Any, batch: Any, key: Array
              ) -> tuple[Any, dict]:
     """One training step on a replay batch (a no-op for the oracle)."""

@@ -233,6 +233,16 @@ class EnsembleModel:
       freezing semantics after a termination).
     """
     del sim
+    return masked_rollout(self.transition(model_state, obs_stats), (), obs, policy_fn, key,
+                          horizon)
+
+  def transition(self, model_state: EnsembleState, obs_stats: RunningStats):
+    """The batched one-step :data:`~mvelab.models.oracle.TransitionFn` of :meth:`rollout`.
+
+    ``transition((), obs [B, O], action [B, A], key) -> ((), next_obs, reward,
+    terminated)``: one random member per row, a Gaussian sample of it, the true
+    ``termination_fn``; parameters and ``obs_stats`` are ``stop_gradient``-ed.
+    """
     params = jax.lax.stop_gradient(model_state.params)
     obs_stats = jax.lax.stop_gradient(obs_stats)
     termination_fn = jax.vmap(self.termination_fn)
@@ -252,7 +262,7 @@ class EnsembleModel:
       terminated = termination_fn(obs, action, next_obs)
       return state, next_obs, reward, terminated
 
-    return masked_rollout(transition, (), obs, policy_fn, key, horizon)
+    return transition
 
   def sample_rollouts(self, model_state: EnsembleState, obs_stats: RunningStats,
                       obs: Array, sim: Any, policy_fn: PolicyFn, key: Array, horizon: int,

@@ -164,6 +164,11 @@ class OracleModel:
     Returns:
       :class:`Rollout` (see :func:`masked_rollout` for the freezing semantics).
     """
+    return masked_rollout(self.transition(model_state, obs_stats), sim, obs, policy_fn,
+                          key, horizon)
+
+  def transition(self, model_state: Any, obs_stats: Any) -> TransitionFn:
+    """The batched one-step :data:`TransitionFn` of :meth:`rollout` (state: ``sim``)."""
     del model_state, obs_stats
     simulate = jax.vmap(self.env.simulate)
 
@@ -171,4 +176,4 @@ class OracleModel:
       del obs, key
       return simulate(sim, action)
 
-    return masked_rollout(transition, sim, obs, policy_fn, key, horizon)
+    return transition

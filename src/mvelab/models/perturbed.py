@@ -16,9 +16,9 @@ Kinds
   and the termination, from its own states.
 * ``noise`` — a random error: after every imagined step, Gaussian noise with standard
   deviation ``ε · σ`` is added to the next simulator state, where ``σ [sim]`` is the
-  per-dimension standard deviation of the simulator states of the expanded replay batch
-  (the ``B`` start states, an estimate of the replay's spread). It compounds because the
-  rollout continues from the noisy state. The observation and the reward are those of
+  per-dimension standard deviation of the batch of simulator states being stepped (the
+  ``B`` replayed states at the first step: an estimate of the replay's spread). It
+  compounds because the rollout continues from the noisy state. The observation and the reward are those of
   the noisy state and of the step into it. Only environments whose simulator state is one
   flat array (the pure-JAX ones) support it: Brax states hold quaternions and derived
   coordinates that noise would make inconsistent.
@@ -107,6 +107,11 @@ class PerturbedOracle:
   def rollout(self, model_state: Any, obs_stats: Any, obs: Array, sim: Any,
               policy_fn: PolicyFn, key: Array, horizon: int) -> Rollout:
     """Like ``OracleModel.rollout``, through the perturbed dynamics (same shapes)."""
+    return masked_rollout(self.transition(model_state, obs_stats), sim, obs, policy_fn,
+                          key, horizon)
+
+  def transition(self, model_state: Any, obs_stats: Any):
+    """The batched one-step model of :meth:`rollout` (``TransitionFn``; state = sims)."""
     del model_state, obs_stats
     env = self.stepper
     simulate = jax.vmap(env.simulate)
@@ -114,17 +119,17 @@ class PerturbedOracle:
       def transition(s, o, a, k):
         del o, k
         return simulate(s, a)
-    else:
-      sigma = self.scale * jnp.std(sim, axis=0)  # [sim] spread of the start states
+      return transition
+    scale = self.scale
 
-      def transition(s, o, a, k):
-        next_sim, _, reward, _ = simulate(s, a)
-        next_sim = next_sim + sigma * jax.random.normal(k, next_sim.shape, next_sim.dtype)
-        next_obs = jax.vmap(env.observe)(next_sim)
-        terminated = env.termination_fn(o, a, next_obs)
-        return next_sim, next_obs, reward, terminated
+    def noisy(s, o, a, k):
+      sigma = scale * jnp.std(s, axis=0)  # [sim] spread of the batch being stepped
+      next_sim, _, reward, _ = simulate(s, a)
+      next_sim = next_sim + sigma * jax.random.normal(k, next_sim.shape, next_sim.dtype)
+      next_obs = jax.vmap(env.observe)(next_sim)
+      return next_sim, next_obs, reward, env.termination_fn(o, a, next_obs)
 
-    return masked_rollout(transition, sim, obs, policy_fn, key, horizon)
+    return noisy
 
 
 def one_step_error(model, model_state, obs_stats, batch, key: Array) -> dict:

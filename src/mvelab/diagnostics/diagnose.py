@@ -1,0 +1,117 @@
+"""Diagnostics of whole runs: every selected checkpoint of every run below a directory,
+or the live state of a run in training; tidy tables out.
+
+* :func:`diagnose_dir` (``mvelab diagnose``): restores each selected checkpoint
+  (:mod:`~mvelab.diagnostics.loading`), runs the compiled pass on all its seeds at once
+  (:func:`~mvelab.diagnostics.compute.compiled`) and collects the rows
+  (:mod:`~mvelab.diagnostics.report`).
+* :func:`diagnose_live` (``mvelab train --diagnose_every K``): the same pass on the
+  in-memory state of a seed group, rows appended to ``RUN/diagnostics.csv``.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from typing import Callable, Optional
+
+import numpy as np
+
+from mvelab.diagnostics import loading, report
+from mvelab.diagnostics.settings import Settings
+
+#: Files :func:`write_tables` writes.
+TABLE_FILES = ("diagnostics.parquet", "diagnostics.csv")
+#: The file :func:`diagnose_live` appends to, in the run directory.
+LIVE_FILE = "diagnostics.csv"
+
+
+def state_rows(p, states, seeds: list, settings: Settings, meta: dict) -> list:
+  """Rows of one checkpoint: the compiled pass over ``states`` (leaves ``[S, ...]``)."""
+  import jax
+  from mvelab.diagnostics import compute
+  key = jax.random.PRNGKey(settings.seed)
+  arrays = jax.device_get(compute.compiled(p, settings)(states, key))
+  rows = []
+  for i, seed in enumerate(seeds):
+    a = {k: np.asarray(v[i]) for k, v in arrays.items()}
+    rows += report.seed_rows(a, settings, dict(
+        meta, seed=int(seed), env_steps=int(a["env_steps"]), updates=int(a["updates"])))
+  return rows
+
+
+def _meta(run_dir: str, root: str, cfg) -> dict:
+  """The run columns of its rows: name, env, label and its own expansion, model and H."""
+  from mvelab.experiments import results
+  rel = os.path.relpath(run_dir, root)
+  return dict(run=os.path.basename(os.path.normpath(run_dir)) if rel == "." else rel,
+              env=cfg.env, label=results.run_label(cfg.to_dict()),
+              run_expansion=cfg.expansion, run_model=cfg.model or "",
+              run_horizon=cfg.horizon)
+
+
+def diagnose_dir(root: str, settings: Settings, selection: tuple,
+                 progress: Optional[Callable[[str], None]] = print):
+  """Diagnostics of every selected checkpoint below ``root``; a tidy DataFrame.
+
+  Raises:
+    ConfigError: no checkpoints, or a checkpoint whose replay is too short for the
+      horizons (named).
+  """
+  from mvelab.diagnostics import compute
+  from mvelab.errors import ConfigError
+  refs = [ref for run in loading.find_runs(root) for ref in loading.checkpoints(run, selection)]
+  if not refs:
+    raise ConfigError(f"dir: no checkpoints (state/seeds_*/checkpoints/ckpt_*) at or "
+                      f"below {root!r}")
+  rows = []
+  for i, ref in enumerate(refs):
+    t0 = time.perf_counter()
+    p, states = loading.restore(ref)
+    compute.check_state(p, settings, states, f"checkpoint {ref.path}")
+    rows += state_rows(p, states, list(ref.seeds), settings,
+                       _meta(ref.run_dir, root, loading.run_config(ref.run_dir)))
+    if progress:
+      progress(f"[{i + 1}/{len(refs)}] {ref.path}: seeds {list(ref.seeds)}, "
+               f"{time.perf_counter() - t0:.1f} s")
+  return frame(rows)
+
+
+def frame(rows: list):
+  """Rows as a DataFrame with :data:`report.COLUMNS` (and ``label``) first."""
+  import pandas as pd
+  df = pd.DataFrame(rows)
+  first = [c for c in report.COLUMNS[:2] + ("label",) + report.COLUMNS[2:] if c in df]
+  return df[first + [c for c in df.columns if c not in first]]
+
+
+def write_tables(df, out_dir: str) -> list:
+  """Writes ``diagnostics.parquet`` and ``diagnostics.csv`` (temporary name, then rename)."""
+  from mvelab.experiments.results import _atomic
+  os.makedirs(out_dir, exist_ok=True)
+  paths = [os.path.join(out_dir, name) for name in TABLE_FILES]
+  _atomic(paths[0], lambda p: df.to_parquet(p, engine="pyarrow", index=False))
+  _atomic(paths[1], lambda p: df.to_csv(p, index=False))
+  return paths
+
+
+def diagnose_live(p, states, seeds: list, settings: Settings, run_dir: str) -> list:
+  """Runs the pass on a live seed group and appends its rows to ``run_dir/diagnostics.csv``.
+
+  Skipped (returns []) while the replay is still too short for the horizons.
+  """
+  import csv
+  if int(np.min(np.asarray(states.replay.size))) < settings.max_horizon + 1:
+    return []
+  rows = state_rows(p, states, seeds, settings, _meta(run_dir, run_dir, p.cfg))
+  path = os.path.join(run_dir, LIVE_FILE)
+  columns = list(frame(rows).columns)
+  new = not os.path.exists(path)
+  with open(path, "a", newline="") as f:
+    writer = csv.DictWriter(f, fieldnames=columns)
+    if new:
+      writer.writeheader()
+    writer.writerows(rows)
+    f.flush()
+    os.fsync(f.fileno())
+  return rows

@@ -1,0 +1,120 @@
+"""Tests of mvelab.diagnostics on a stored run: the learned model swapped for the oracle,
+determinism of the probes, and the ``mvelab diagnose`` command (output and bad input).
+
+One tiny pendulum run with a learned model (1 seed, networks (16, 16)) is trained once
+for the module; every diagnostics pass uses the same small settings (few compiles).
+"""
+
+import dataclasses
+import os
+
+import jax
+import numpy as np
+import pandas as pd
+import pytest
+
+from mvelab import Config, train
+from mvelab.cli import main
+from mvelab.diagnostics import compute, diagnose, loading
+from mvelab.diagnostics.settings import Settings
+from mvelab.models.oracle import OracleModel
+
+SETTINGS = Settings(horizons=(0, 1, 3), probes=8, rollouts=4, keys=2, rollout_length=20)
+ARGS = ["--horizons", "0", "1", "3", "--probes", "8", "--rollouts", "4", "--keys", "2",
+        "--rollout_length", "20"]
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory):
+  out = str(tmp_path_factory.mktemp("diag") / "run")
+  cfg = Config(env="pendulum", num_seeds=1, total_steps=1000, warmup_steps=500,
+               eval_every=500, eval_episodes=1, hidden_sizes=(16, 16), batch_size=32,
+               expansion="critic", model="learned", horizon=1,
+               model_hidden_sizes=(16, 16), model_batch_size=32, model_warmup_updates=10)
+  train(cfg, out_dir=out, progress=False, checkpoint_every=1)
+  return out
+
+
+def test_learned_model_replaced_by_the_oracle_has_zero_error_and_gap(run_dir):
+  ref = loading.checkpoints(run_dir, ("last", 1))[0]
+  p, states = loading.restore(ref)
+  assert p.learned_model
+  as_oracle = dataclasses.replace(p, model=OracleModel(p.env))
+  a = jax.device_get(compute.compiled(as_oracle, SETTINGS)(states, jax.random.PRNGKey(0)))
+  np.testing.assert_array_equal(a["model_error/obs"], 0.0)
+  np.testing.assert_array_equal(a["model_error/reward"], 0.0)
+  for key in [k for k in a if k.startswith("ce/learned/")]:
+    np.testing.assert_array_equal(a[key], a[key.replace("/learned/", "/oracle/")])
+  # ... while the real learned model is not exact (the check can fail).
+  b = jax.device_get(compute.compiled(p, SETTINGS)(states, jax.random.PRNGKey(0)))
+  assert np.all(b["model_error/obs"] > 0)
+  assert np.any(b["ce/learned/direct/3"] != b["ce/oracle/direct/3"])
+  assert all(np.all(np.isfinite(v)) for v in b.values())
+
+
+def test_probes_are_deterministic(run_dir):
+  first = diagnose.diagnose_dir(run_dir, SETTINGS, ("all", 1), progress=None)
+  again = diagnose.diagnose_dir(run_dir, SETTINGS, ("all", 1), progress=None)
+  pd.testing.assert_frame_equal(first, again)
+  assert first["env_steps"].nunique() == 2  # both checkpoints (start and end)
+  values = first["value"].to_numpy()
+  assert np.isfinite(values[~first["metric"].isin(["action_corr"])]).all()
+
+
+def test_cli_writes_tidy_tables_and_figures(run_dir, tmp_path, capsys):
+  out = str(tmp_path / "d")
+  assert main(["diagnose", run_dir, *ARGS, "--checkpoints", "last", "--out", out]) == 0
+  df = pd.read_parquet(os.path.join(out, "diagnostics.parquet"))
+  assert list(df.columns[:4]) == ["run", "env", "label", "seed"]
+  assert set(df["estimator"]) == {"truth", "critic", "ce_direct", "ce_control_variate",
+                                  "retrace", "model"}
+  assert not df.duplicated(["seed", "env_steps", "model", "estimator", "horizon", "k",
+                            "metric"]).any()
+  assert len(pd.read_csv(os.path.join(out, "diagnostics.csv"))) == len(df)
+  assert os.path.isfile(os.path.join(out, "run_targets.png"))
+  assert "wrote" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("args, option", [
+    (["--horizons", "0", "-1"], "horizons"),
+    (["--probes", "0"], "probes"),
+    (["--checkpoints", "every:0"], "checkpoints"),
+])
+def test_cli_bad_options_exit_2_and_write_nothing(run_dir, tmp_path, capsys, args, option):
+  out = str(tmp_path / "d")
+  assert main(["diagnose", run_dir, *args, "--out", out]) == 2
+  err = capsys.readouterr().err.strip().splitlines()
+  assert len(err) == 1 and err[0].startswith(f"mvelab: error: {option}:"), err
+  assert not os.path.exists(out)
+
+
+def test_cli_directory_without_checkpoints_exits_2(tmp_path, capsys):
+  empty = tmp_path / "empty"
+  empty.mkdir()
+  (empty / "config.json").write_text("{}")
+  assert main(["diagnose", str(empty)]) == 2
+  err = capsys.readouterr().err.strip().splitlines()
+  assert len(err) == 1 and "no checkpoints" in err[0]
+  assert os.listdir(empty) == ["config.json"]
+
+
+def test_diagnose_live_appends_to_the_run_csv(run_dir, tmp_path):
+  ref = loading.checkpoints(run_dir, ("last", 1))[0]
+  p, states = loading.restore(ref)
+  out = str(tmp_path)
+  first = diagnose.diagnose_live(p, states, list(ref.seeds), SETTINGS, out)
+  diagnose.diagnose_live(p, states, list(ref.seeds), SETTINGS, out)
+  table = pd.read_csv(os.path.join(out, diagnose.LIVE_FILE))
+  assert len(table) == 2 * len(first) > 0
+  np.testing.assert_allclose(table["value"][:len(first)], table["value"][len(first):])
+
+
+def test_results_and_plot_find_the_diagnostics(run_dir, tmp_path, capsys):
+  assert main(["diagnose", run_dir, *ARGS, "--checkpoints", "last", "--no_figures",
+               "--quiet"]) == 0
+  assert os.path.isfile(os.path.join(run_dir, "diagnostics", "diagnostics.parquet"))
+  capsys.readouterr()
+  assert main(["results", run_dir, "--out", str(tmp_path / "r")]) == 0
+  assert "diagnostics: 1 table(s)" in capsys.readouterr().out
+  assert main(["plot", run_dir, "--out", str(tmp_path / "p")]) == 0
+  assert os.path.isfile(tmp_path / "p" / "diagnostics" / "run_targets.png")
