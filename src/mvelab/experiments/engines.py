@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-from typing import Optional
 
 from mvelab.errors import ConfigError, check_positive
 

@@ -198,22 +198,17 @@ def _parser() -> argparse.ArgumentParser:
   parser.add_argument("--seeds", type=int, default=5, help="seeds per run (default 5)")
   parser.add_argument("--steps", type=int, default=SMALL_STEPS,
                       help=f"environment steps per run (default {SMALL_STEPS})")
-  parser.add_argument("--out", default=None,
-                      help="sweep directory (default runs/model-error-<kind>-<env>)")
-  parser.add_argument("--jobs", type=int, default=None, help="runs at once")
-  parser.add_argument("--quiet", action="store_true", help="no per-run progress lines")
-  from mvelab.experiments import engines
-  engines.add_options(parser)
+  from mvelab.experiments import reproduce
+  reproduce.add_run_options(parser, "runs/model-error-<kind>-<env>")
   return parser
 
 
 def main(argv=None) -> int:
   """``mvelab reproduce model-error [options]``; 0 ok, 1 a run failed, 2 bad input."""
   from mvelab.experiments import reproduce
-  try:
-    args = _parser().parse_args(argv)
-  except SystemExit as e:
-    return e.code if isinstance(e.code, int) else 2
+  args, code = reproduce.parse(_parser(), argv)
+  if args is None:
+    return code
   out = args.out or os.path.join("runs", f"model-error-{args.kind}-{args.env}")
   return reproduce.run_and_report(out, args, lambda executor: reproduce_model_error(
       out, args.env, args.kind, args.scales, args.horizons, args.seeds, args.steps,

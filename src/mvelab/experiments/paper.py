@@ -172,24 +172,19 @@ def _parser() -> argparse.ArgumentParser:
   parser.add_argument("--threshold", type=float, default=None,
                       help="return for steps-to-threshold (default: "
                       + ", ".join(f"{k} {v:g}" for k, v in THRESHOLDS.items()) + ")")
-  parser.add_argument("--out", default=None, help="sweep directory (default runs/paper-<env>)")
-  parser.add_argument("--jobs", type=int, default=None,
-                      help="runs at once, one process each (default: usable cores)")
   parser.add_argument("--band", default="std", choices=["std", "ci"],
                       help="shaded band of the learning curves")
-  parser.add_argument("--quiet", action="store_true", help="no per-run progress lines")
-  from mvelab.experiments import engines
-  engines.add_options(parser)
+  from mvelab.experiments import reproduce
+  reproduce.add_run_options(parser, "runs/paper-<env>")
   return parser
 
 
 def main(argv=None) -> int:
   """``mvelab reproduce paper [options]``; 0 ok, 1 a run failed, 2 bad input, 130 Ctrl-C."""
   from mvelab.experiments import reproduce
-  try:
-    args = _parser().parse_args(argv)
-  except SystemExit as e:
-    return e.code if isinstance(e.code, int) else 2
+  args, code = reproduce.parse(_parser(), argv)
+  if args is None:
+    return code
   out = args.out or os.path.join("runs", f"paper-{args.env}")
   return reproduce.run_and_report(out, args, lambda executor: reproduce_paper(
       out, args.env, args.seeds, args.agents, args.parts, args.models, args.horizons,

@@ -184,6 +184,25 @@ def run_and_report(out: str, args, run) -> int:
   return 1 if sweep.print_failures(r["sweep"]) else 0
 
 
+def add_run_options(parser: argparse.ArgumentParser, default_out: str) -> None:
+  """``--out``, ``--jobs``, ``--quiet`` and the executor options of every reproduce
+  command (the sweep directory defaults to ``default_out``)."""
+  from mvelab.experiments import engines
+  parser.add_argument("--out", default=None, help=f"sweep directory (default {default_out})")
+  parser.add_argument("--jobs", type=int, default=None,
+                      help="runs at once, one process each (default: usable cores)")
+  parser.add_argument("--quiet", action="store_true", help="no per-run progress lines")
+  engines.add_options(parser)
+
+
+def parse(parser: argparse.ArgumentParser, argv):
+  """``(args, None)``, or ``(None, exit code)`` for --help (0) and a usage error (2)."""
+  try:
+    return parser.parse_args(argv), None
+  except SystemExit as e:
+    return None, (e.code if isinstance(e.code, int) else 2)
+
+
 def _parser() -> argparse.ArgumentParser:
   parser = argparse.ArgumentParser(
       prog="mvelab reproduce",
@@ -205,10 +224,6 @@ def _parser() -> argparse.ArgumentParser:
   parser.add_argument("--preset", default="default", choices=["default", "paper"],
                       help="default: small CPU scale (~15 min on 2 cores); paper: the "
                       "reference paper's settings at full scale (needs a GPU)")
-  parser.add_argument("--out", default=None,
-                      help="sweep directory (default: runs/figure1-<env>-<preset>)")
-  parser.add_argument("--jobs", type=int, default=None,
-                      help="runs at once, one process each (default: usable cores)")
   parser.add_argument("--with-dyna", action="store_true",
                       help="add MBPO (Dyna) with the learned model and the oracle at "
                       f"rollout lengths {', '.join(map(str, DYNA_HORIZONS))} (dash-dot curves)")
@@ -217,9 +232,7 @@ def _parser() -> argparse.ArgumentParser:
   parser.add_argument("--band", default="std", choices=["std", "ci"],
                       help="shaded band of the learning curves: ±1 std over seeds (std) or "
                       "a 95%% bootstrap CI of the mean (ci)")
-  parser.add_argument("--quiet", action="store_true", help="no per-run progress lines")
-  from mvelab.experiments import engines
-  engines.add_options(parser)
+  add_run_options(parser, "runs/figure1-<env>-<preset>")
   return parser
 
 
@@ -233,10 +246,9 @@ def main(argv=None) -> int:
   if argv and argv[0] == "model-error":
     from mvelab.experiments import model_error
     return model_error.main(argv[1:])
-  try:
-    args = _parser().parse_args(argv)
-  except SystemExit as e:
-    return e.code if isinstance(e.code, int) else 2
+  args, code = parse(_parser(), argv)
+  if args is None:
+    return code
   env = args.env
   if env is not None:
     from mvelab import envs
