@@ -118,3 +118,21 @@ def test_results_and_plot_find_the_diagnostics(run_dir, tmp_path, capsys):
   assert "diagnostics: 1 table(s)" in capsys.readouterr().out
   assert main(["plot", run_dir, "--out", str(tmp_path / "p")]) == 0
   assert os.path.isfile(tmp_path / "p" / "diagnostics" / "run_targets.png")
+
+
+def test_train_diagnose_every_appends_live_rows(tmp_path):
+  out = str(tmp_path / "live")
+  cfg = Config(env="pendulum", num_seeds=1, total_steps=1500, warmup_steps=500,
+               eval_every=500, eval_episodes=1, hidden_sizes=(16, 16), batch_size=32,
+               expansion="critic", model="learned", horizon=1,
+               model_hidden_sizes=(16, 16), model_batch_size=32, model_warmup_updates=10)
+  train(cfg, out_dir=out, progress=False, checkpoint_every=0, diagnose_every=1,
+        diagnose_settings=SETTINGS)
+  table = pd.read_csv(os.path.join(out, diagnose.LIVE_FILE))
+  assert sorted(table["env_steps"].unique()) == [500, 1000, 1500]  # every evaluation
+  assert {"oracle", "learned"} <= set(table["model"].dropna().unique())
+  with pytest.raises(ValueError, match="diagnose_every: needs a run directory"):
+    train(cfg, diagnose_every=1)
+  with pytest.raises(ValueError, match="diagnose_every: must be a non-negative integer"):
+    train(cfg, out_dir=str(tmp_path / "x"), diagnose_every=-1)
+  assert not (tmp_path / "x").exists()

@@ -108,6 +108,9 @@ class TrainArgs:
   """Stop the whole run when one seed diverges (default: mark it, carry on with the rest)."""
   tensorboard: bool = False
   """Also write TensorBoard event files under <out>/tb/."""
+  diagnose_every: int = 0
+  """Run the value-target diagnostics (`mvelab diagnose` defaults) on the live state every N
+  evaluations and append them to <out>/diagnostics.csv (0: never)."""
   quiet: bool = False
   """Do not print progress."""
 
@@ -145,6 +148,7 @@ def cmd_train(argv) -> int:
         cfg, out_dir=out, overwrite=args.overwrite, workers=args.workers,
         progress=not args.quiet, tensorboard=args.tensorboard, resume=args.resume,
         checkpoint_every=args.checkpoint_every, keep_checkpoints=args.keep_checkpoints,
+        diagnose_every=args.diagnose_every,
         stop_on_divergence=args.stop_on_divergence)
   except runner.DivergenceError as e:
     print(f"mvelab: {e}", file=sys.stderr)

@@ -71,7 +71,8 @@ def train(config: Optional[Config] = None, seeds: Optional[list] = None,
           out_dir: Optional[str] = None, overwrite: bool = False,
           workers: Optional[int] = 1, progress: bool = True, tensorboard: bool = False,
           resume: Optional[str] = None, checkpoint_every: int = 10, keep_checkpoints: int = 3,
-          stop_on_divergence: bool = False) -> RunResult:
+          stop_on_divergence: bool = False, diagnose_every: int = 0,
+          diagnose_settings=None) -> RunResult:
   """Trains SAC for several seeds and returns per-seed metrics and parameters.
 
   Args:
@@ -94,6 +95,11 @@ def train(config: Optional[Config] = None, seeds: Optional[list] = None,
     keep_checkpoints: how many checkpoints to keep per seed group.
     stop_on_divergence: stop the whole run as soon as one seed diverges (default: mark
       that seed diverged, write its later metrics as missing, and carry on).
+    diagnose_every: run the value-target diagnostics (``mvelab.diagnostics``) on the live
+      state every this many evaluations and append them to ``out_dir/diagnostics.csv``
+      (0: never). Needs ``out_dir``.
+    diagnose_settings: a ``diagnostics.Settings`` (default: the ``mvelab diagnose``
+      defaults).
 
   SIGINT and SIGTERM stop the run (and its worker processes) after the checkpoint being
   written, if any; ``KeyboardInterrupt`` (``signals.Interrupted`` naming the signal) is
@@ -108,13 +114,14 @@ def train(config: Optional[Config] = None, seeds: Optional[list] = None,
   out_dir = resume if resume is not None else out_dir
   cfg, seeds = _resolve(config, seeds, stored)
   _check_checkpoint_options(checkpoint_every, keep_checkpoints)
+  diagnose = _diagnose_options(diagnose_every, diagnose_settings, out_dir)
   groups = _groups(seeds, stored, workers)
   run = _Run(cfg, seeds, out_dir, progress)
   run.open(groups, overwrite, stored is not None, tensorboard)
   run_kwargs = dict(run_dir=out_dir, checkpoint_every=checkpoint_every if out_dir else 0,
                     keep=keep_checkpoints, resume=stored is not None,
                     resume_max_chunks=run.resume_max_chunks,
-                    stop_on_divergence=stop_on_divergence)
+                    stop_on_divergence=stop_on_divergence, diagnose=diagnose)
   stopped = run.execute(groups, run_kwargs)
   result = run.finish(stopped is not None)
   if stopped is not None:
@@ -148,6 +155,19 @@ def _resolve(config, seeds, stored) -> tuple:
       raise ConfigError("resume: the config differs from the run's in fields that change "
                         "results: " + "; ".join(diffs))
   return cfg, seeds
+
+
+def _diagnose_options(every, settings, out_dir) -> Optional[tuple]:
+  """``(every, settings)`` of ``--diagnose_every`` (None when off); validated up front."""
+  if isinstance(every, bool) or not isinstance(every, int) or every < 0:
+    raise ConfigError(f"diagnose_every: must be a non-negative integer, got {every!r}")
+  if not every:
+    return None
+  if not out_dir:
+    raise ConfigError("diagnose_every: needs a run directory (out_dir) to write "
+                      "diagnostics.csv")
+  from mvelab.diagnostics.settings import Settings
+  return every, settings or Settings()
 
 
 def _check_checkpoint_options(checkpoint_every, keep_checkpoints) -> None:

@@ -106,10 +106,11 @@ def diagnose_live(p, states, seeds: list, settings: Settings, run_dir: str) -> l
   rows = state_rows(p, states, seeds, settings, _meta(run_dir, run_dir, p.cfg))
   path = os.path.join(run_dir, LIVE_FILE)
   columns = list(frame(rows).columns)
-  new = not os.path.exists(path)
+  import fcntl  # seed groups in several worker processes append to the same file
   with open(path, "a", newline="") as f:
+    fcntl.flock(f, fcntl.LOCK_EX)
     writer = csv.DictWriter(f, fieldnames=columns)
-    if new:
+    if f.tell() == 0:
       writer.writeheader()
     writer.writerows(rows)
     f.flush()

@@ -114,7 +114,7 @@ class GroupRun:
 def run_seeds(cfg: Config, seeds: list, emit: Callable[[str, Any], None],
               run_dir: Optional[str] = None, checkpoint_every: int = 0, keep: int = 3,
               resume: bool = False, resume_max_chunks: Optional[int] = None,
-              stop_on_divergence: bool = False) -> None:
+              stop_on_divergence: bool = False, diagnose: Optional[tuple] = None) -> None:
   """Trains ``seeds`` (vmapped) in this process; reports through ``emit(kind, payload)``.
 
   Kinds: ``compiled`` (seconds), ``resumed`` ({seed: env_steps} or None), ``rows`` (list
@@ -122,7 +122,8 @@ def run_seeds(cfg: Config, seeds: list, emit: Callable[[str, Any], None],
   with ``stop_on_divergence``, after which the group stops). With ``resume`` the group
   continues from its newest checkpoint of at most ``resume_max_chunks`` chunks. A signal
   (:mod:`mvelab.run.signals`) stops the loop between chunks, or after the checkpoint
-  being written.
+  being written. ``diagnose = (every, settings)`` appends the value-target diagnostics of
+  the live state to ``run_dir/diagnostics.csv`` every ``every`` evaluations.
   """
   group = GroupRun(cfg, seeds)
   emit("compiled", group.compile_time_s)
@@ -134,6 +135,9 @@ def run_seeds(cfg: Config, seeds: list, emit: Callable[[str, Any], None],
     signals.raise_if_requested()  # a signal that some callee swallowed
     rows = group.step()
     emit("rows", rows)
+    if diagnose and group.chunks_done % diagnose[0] == 0:
+      from mvelab.diagnostics import diagnose as diagnose_lib
+      diagnose_lib.diagnose_live(group.programs, group.state, seeds, diagnose[1], run_dir)
     bad = [r for r in rows if r["diverged"]]
     stopping = stop_on_divergence and bool(bad)
     if run_dir and checkpoint_every and (
