@@ -135,21 +135,18 @@ class PerturbedOracle:
 def one_step_error(model, model_state, obs_stats, batch, key: Array) -> dict:
   """One-step prediction error of any model on real replayed transitions.
 
-  The model takes each stored action ``a_tm1`` from ``(o_tm1, sim_tm1)``; its prediction
-  is compared with the stored ``o_t`` and ``r_t``.
+  One step of the model's own ``transition`` (the one its rollouts iterate) with each
+  stored action ``a_tm1`` from ``(o_tm1, sim_tm1)``, compared with the stored ``o_t`` and
+  ``r_t``.
 
   Returns:
     ``{"obs_error": [B], "reward_error": [B]}``: the root-mean-square over observation
     dimensions of ``(ô_t − o_t) / σ_obs`` (``σ_obs`` the running per-dimension std of the
     replay, ``obs_stats``), and ``|r̂_t − r_t|``.
   """
-  def given_action(obs, k):
-    del obs, k
-    return batch.action_tm1, jnp.zeros(batch.action_tm1.shape[:1], jnp.float32)
-
-  roll = model.rollout(model_state, obs_stats, batch.obs_tm1, batch.sim_tm1, given_action,
-                       key, 1)
-  std = normalization.std(obs_stats)
-  err = (roll.obs[:, 1] - batch.obs_t) / std
+  state = batch.sim_tm1 if model.needs_sim else ()
+  _, obs_t, reward_t, _ = model.transition(model_state, obs_stats)(
+      state, batch.obs_tm1, batch.action_tm1, key)
+  err = (obs_t - batch.obs_t) / normalization.std(obs_stats)
   return dict(obs_error=jnp.sqrt(jnp.mean(jnp.square(err), axis=-1)),
-              reward_error=jnp.abs(roll.reward[:, 0] - batch.reward_t))
+              reward_error=jnp.abs(reward_t - batch.reward_t))
