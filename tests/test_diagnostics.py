@@ -179,3 +179,21 @@ def test_a_wrong_critic_makes_the_targets_biased():
   truth = true_q(np.asarray(first.obs_tm1[:, 0]), np.asarray(first.action_tm1[:, 0]))
   for y in ys.values():
     assert np.mean(np.asarray(y).mean(axis=0) - truth) > 2.0
+
+
+def test_compounding_error_counts_live_steps_from_valid_starts_only():
+  from mvelab.diagnostics.model_error import compounding_error
+  from mvelab.models.base import Rollout
+  # 3 starts x 2 steps, 1-dim obs; truth 0 everywhere. Start 1 terminates at step 1 (its
+  # step 2 is not counted); start 2 is a terminal state (excluded); std 2 halves errors.
+  truth = Rollout(obs=jnp.zeros((3, 3, 1)), action=jnp.zeros((3, 2, 1)),
+                  log_prob=jnp.zeros((3, 2)), reward=jnp.zeros((3, 2)),
+                  terminated=jnp.array([[False, False], [True, False], [False, False]]))
+  pred_obs = jnp.array([[0, 2, 4], [0, 6, 100], [0, 100, 100]], jnp.float32)[..., None]
+  pred_reward = jnp.array([[1.0, 2.0], [3.0, 100.0], [100.0, 100.0]])
+  obs, reward = compounding_error(pred_obs, pred_reward, truth, jnp.array([2.0]),
+                                  start_valid=jnp.array([True, True, False]))
+  np.testing.assert_allclose(obs, [np.sqrt((1 + 9) / 2), 2.0], rtol=1e-6)
+  np.testing.assert_allclose(reward, [np.sqrt((1 + 9) / 2), 2.0], rtol=1e-6)
+  everything, _ = compounding_error(pred_obs, pred_reward, truth, jnp.array([2.0]))
+  assert everything[0] > 20  # without the mask the terminal start dominates

@@ -19,9 +19,12 @@ from mvelab.diagnostics import compute, diagnose, loading
 from mvelab.diagnostics.settings import Settings
 from mvelab.models.oracle import OracleModel
 
-SETTINGS = Settings(horizons=(0, 1, 3), probes=8, rollouts=4, keys=2, rollout_length=20)
+#: Reference perturbed oracles measured next to the learned model (same scale).
+ERROR_MODELS = ("physics:0", "physics:0.1", "physics:0.3")
+SETTINGS = Settings(horizons=(0, 1, 3), probes=8, rollouts=4, keys=2, rollout_length=20,
+                    error_models=ERROR_MODELS)
 ARGS = ["--horizons", "0", "1", "3", "--probes", "8", "--rollouts", "4", "--keys", "2",
-        "--rollout_length", "20"]
+        "--rollout_length", "20", "--error_models", *ERROR_MODELS]
 
 
 @pytest.fixture(scope="module")
@@ -41,15 +44,23 @@ def test_learned_model_replaced_by_the_oracle_has_zero_error_and_gap(run_dir):
   assert p.learned_model
   as_oracle = dataclasses.replace(p, model=OracleModel(p.env))
   a = jax.device_get(compute.compiled(as_oracle, SETTINGS)(states, jax.random.PRNGKey(0)))
-  np.testing.assert_array_equal(a["model_error/obs"], 0.0)
-  np.testing.assert_array_equal(a["model_error/reward"], 0.0)
+  np.testing.assert_array_equal(a["model_error/learned/obs"], 0.0)
+  np.testing.assert_array_equal(a["model_error/learned/reward"], 0.0)
   for key in [k for k in a if k.startswith("ce/learned/")]:
     np.testing.assert_array_equal(a[key], a[key.replace("/learned/", "/oracle/")])
   # ... while the real learned model is not exact (the check can fail).
   b = jax.device_get(compute.compiled(p, SETTINGS)(states, jax.random.PRNGKey(0)))
-  assert np.all(b["model_error/obs"] > 0)
+  assert np.all(b["model_error/learned/obs"] > 0)
   assert np.any(b["ce/learned/direct/3"] != b["ce/oracle/direct/3"])
   assert all(np.all(np.isfinite(v)) for v in b.values())
+  # The reference perturbed oracles on the same probes: exact at eps = 0, and the error
+  # grows with eps at every k (observations; the reward too at k = 1).
+  for arrays in (a, b):
+    np.testing.assert_array_equal(arrays["model_error/physics:0/obs"], 0.0)
+    small, large = arrays["model_error/physics:0.1/obs"], arrays["model_error/physics:0.3/obs"]
+    assert np.all(small > 0) and np.all(large > small)
+    assert (arrays["model_error/physics:0.3/reward"][:, 0]
+            > arrays["model_error/physics:0.1/reward"][:, 0]).all()
 
 
 def test_probes_are_deterministic(run_dir):
@@ -72,6 +83,9 @@ def test_cli_writes_tidy_tables_and_figures(run_dir, tmp_path, capsys):
                             "metric"]).any()
   assert len(pd.read_csv(os.path.join(out, "diagnostics.csv"))) == len(df)
   assert os.path.isfile(os.path.join(out, "run_targets.png"))
+  assert os.path.isfile(os.path.join(out, "run_model_error.png"))
+  models = set(df[df["estimator"] == "model"]["model"])
+  assert models == {"learned", "physics:0", "physics:0.1", "physics:0.3"}
   assert "wrote" in capsys.readouterr().out
 
 
@@ -79,6 +93,8 @@ def test_cli_writes_tidy_tables_and_figures(run_dir, tmp_path, capsys):
     (["--horizons", "0", "-1"], "horizons"),
     (["--probes", "0"], "probes"),
     (["--checkpoints", "every:0"], "checkpoints"),
+    (["--error_models", "wind:0.1"], "error_models"),
+    (["--error_models", "physics:-1"], "error_models"),
 ])
 def test_cli_bad_options_exit_2_and_write_nothing(run_dir, tmp_path, capsys, args, option):
   out = str(tmp_path / "d")
@@ -136,3 +152,15 @@ def test_train_diagnose_every_appends_live_rows(tmp_path):
   with pytest.raises(ValueError, match="diagnose_every: must be a non-negative integer"):
     train(cfg, out_dir=str(tmp_path / "x"), diagnose_every=-1)
   assert not (tmp_path / "x").exists()
+
+
+def test_learned_model_placed_on_the_eps_axis(run_dir):
+  from mvelab.diagnostics import eps_axis
+  errors = eps_axis.measure(run_dir, "physics", [0.1, 0.3], horizon=3, probes=64)
+  assert set(errors["model"]) == {"learned", "physics:0.1", "physics:0.3"}
+  assert sorted(errors["k"].unique()) == [1, 2, 3]
+  wide = errors.pivot_table(index="k", columns="model", values="obs_error")
+  assert (wide["physics:0.3"] > wide["physics:0.1"]).all() and (wide["physics:0.1"] > 0).all()
+  assert (wide["learned"] > 0).all()
+  placed = eps_axis.equivalent_eps(errors, k=1)
+  assert placed["eps"] > 0 and placed["learned_obs_error"] == pytest.approx(wide["learned"][1])

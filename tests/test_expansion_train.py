@@ -74,8 +74,15 @@ def test_expansion_variants_train_and_log(kw):
     assert last["alpha"] == 0.0
   if kw["expansion"] == "steve":
     assert 0.0 <= last["model_use"] <= 1.0 and 0.0 <= last["steve_mean_horizon"] <= 2.0
+    # The mean weight per horizon (metrics.csv columns steve_w0 .. steve_wH).
+    w = np.array([last[f"steve_w{i}"] for i in range(3)])
+    assert "steve_w3" not in last and np.all(w >= 0) and w.sum() == pytest.approx(1, abs=1e-5)
+    assert last["model_use"] == pytest.approx(1 - w[0], abs=1e-6)
+    assert last["steve_mean_horizon"] == pytest.approx(w @ np.arange(3), abs=1e-5)
+    assert list(result.dataframe().columns[-4:]) == [
+        "steve_w0", "steve_w1", "steve_w2", "wall_time_s"]
   else:
-    assert np.isnan(last["model_use"])
+    assert np.isnan(last["model_use"]) and "steve_w0" not in last
   if kw["expansion"] == "dyna":
     assert last["dyna_real_fraction"] == 0.5 and last["model_buffer_fill"] == 1.0
     assert 1.0 <= last["dyna_rollout_length"] <= 2.0

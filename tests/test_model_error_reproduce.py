@@ -1,5 +1,6 @@
 """`mvelab reproduce model-error`: the grid it writes and its pipeline with fake runs."""
 
+import math
 import os
 
 import pandas as pd
@@ -40,6 +41,24 @@ def test_pipeline_writes_trust_map_and_table(tmp_path):
   # eps 0 and 0.01: every H helps, so H=3 is the largest that beats SAC; at eps 0.1 the
   # gain 20 - 40 < 0: no H does.
   assert list(table["largest_H_beating_SAC"]) == [3, 3, -1]
+
+
+def test_equivalent_eps_interpolates_the_perturbed_error_curve():
+  from mvelab.diagnostics import eps_axis
+
+  def rows(learned):
+    errs = {"learned": learned, "physics:0.1": 1.0, "physics:0.3": 3.0}
+    return pd.DataFrame([dict(seed=s, k=k, model=m, obs_error=v * k + s * 0.01 - 0.005)
+                         for s in (0, 1) for k in (1, 2) for m, v in errs.items()])
+
+  placed = eps_axis.equivalent_eps(rows(0.5))
+  assert placed["eps"] == pytest.approx(0.05) and not placed["extrapolated"]
+  assert placed["learned_obs_error"] == pytest.approx(0.5)
+  assert eps_axis.equivalent_eps(rows(2.0))["eps"] == pytest.approx(0.2)
+  far = eps_axis.equivalent_eps(rows(6.0))
+  assert far["eps"] == pytest.approx(0.6) and far["extrapolated"]
+  flat = rows(0.5).replace({"model": {"physics:0.3": "physics:0.05"}})  # not increasing
+  assert math.isnan(eps_axis.equivalent_eps(flat)["eps"])
 
 
 @pytest.mark.parametrize("argv, needle", [

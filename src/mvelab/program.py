@@ -260,7 +260,8 @@ def update(p: Programs, state: TrainState, key: jax.Array) -> tuple[TrainState, 
     target = st.target
     extra = dict(model_use=1.0 - jnp.mean(st.weights[:, 0]),
                  steve_mean_horizon=jnp.mean(jnp.sum(
-                     st.weights * jnp.arange(horizon + 1), axis=-1)))
+                     st.weights * jnp.arange(horizon + 1), axis=-1)),
+                 steve_weights=jnp.mean(st.weights, axis=0))  # [H+1]
   elif cfg.expansion == "retrace":
     target = xp.retrace_target(nets, target_actor, state.target_critic_params, alpha, stats,
                                window, k_target, hp.gamma, cfg.lam, det)
@@ -374,7 +375,7 @@ def train_iteration(p: Programs, state: TrainState, _=None) -> tuple[TrainState,
     state, metrics = update(p, state, keys[1])
   else:
     state, metrics = jax.lax.scan(functools.partial(update, p), state, keys[1:])
-    metrics = jax.tree.map(jnp.mean, metrics)
+    metrics = jax.tree.map(_mean_over_steps, metrics)
   return state, {**metrics, **model_metrics}
 
 
@@ -468,7 +469,8 @@ def _with_eval(p: Programs, state: TrainState, metrics: dict) -> tuple[TrainStat
 
 
 #: Metrics of a chunk; those that do not apply (no update yet, no learned model) are NaN
-#: and written as empty cells.
+#: and written as empty cells. STEVE runs also report the vector ``steve_weights``
+#: ``[H+1]`` (metrics.csv columns ``steve_w0 .. steve_wH``, ``rundir.metric_columns``).
 CHUNK_METRICS = ("critic_loss", "actor_loss", "alpha", "entropy", "q_mean", "target_mean",
                  "model_loss", "model_obs_mse", "model_reward_mse", "model_use",
                  "steve_mean_horizon", "dyna_rollout_length", "model_buffer_fill",
@@ -489,6 +491,12 @@ def start(p: Programs, key: jax.Array) -> tuple[TrainState, dict]:
   return state, _fill(metrics)
 
 
+def _mean_over_steps(x: jax.Array) -> jax.Array:
+  """Mean over the leading (update or iteration) axis: a scalar metric stays a scalar, a
+  vector metric (``steve_weights [H+1]``) a vector."""
+  return jnp.mean(x, axis=0)
+
+
 def _fill(metrics: dict) -> dict:
   """Adds the chunk metrics that do not apply as NaN (missing, not non-finite)."""
   return {**{k: jnp.float32(jnp.nan) for k in CHUNK_METRICS}, **metrics}
@@ -500,7 +508,8 @@ def train_chunk(p: Programs, state: TrainState) -> tuple[TrainState, dict]:
   new_state, metrics = jax.lax.scan(functools.partial(train_iteration, p), state, None,
                                     length=iters)
   new_state = _check_iterations(p, state, new_state, metrics)
-  new_state, metrics = _with_eval(p, new_state, _fill(jax.tree.map(jnp.mean, metrics)))
+  new_state, metrics = _with_eval(p, new_state,
+                                  _fill(jax.tree.map(_mean_over_steps, metrics)))
   # A seed that had diverged before this chunk stays frozen at its last state (its
   # vmapped lane still computes, but nothing it computes is kept). Its replay buffer is
   # not frozen: it is never read again, and keeping the old buffer alive for the select

@@ -22,7 +22,7 @@ from mvelab.run import signals
 from mvelab.run.hostloop import GroupRun, compile_chunk, run_seeds  # noqa: F401
 from mvelab.run.progress import Progress, TensorBoard, print_summary
 from mvelab.run.rundir import (CSV_COLUMNS, RESUME_FREE_FIELDS, STATE_DIR,  # noqa: F401
-                               TIMING_COLUMNS, MetricsLog, MetricsWriter,
+                               TIMING_COLUMNS, MetricsLog, MetricsWriter, metric_columns,
                                complete_evaluations, config_differences, group_state_dir,
                                has_checkpoint, load_run, prepare_run_dir, read_metrics,
                                summarize, versions, write_config, write_summary)
@@ -54,7 +54,7 @@ class RunResult:
 
   def dataframe(self):
     import pandas as pd
-    return pd.DataFrame(self.rows, columns=list(CSV_COLUMNS))
+    return pd.DataFrame(self.rows, columns=list(metric_columns(self.config)))
 
   def final_returns(self) -> dict:
     last = {}
@@ -213,7 +213,7 @@ class _Run:
     path = os.path.join(self.out_dir, "metrics.csv")
     kept = (complete_evaluations(read_metrics(path), self.seeds)
             if resuming and os.path.exists(path) else [])
-    self.writer = MetricsWriter(path)
+    self.writer = MetricsWriter(path, metric_columns(self.cfg))
     if resuming:
       self.log = MetricsLog(self.seeds, kept, self._released)
       self.writer.replace(kept)

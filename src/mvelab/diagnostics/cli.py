@@ -47,6 +47,11 @@ def _parser() -> Parser:
                       "gamma^L <= 0.01)")
   parser.add_argument("--checkpoints", default="all",
                       help="which checkpoints: all, last or every:K (default all)")
+  parser.add_argument("--error_models", nargs="+", default=[], metavar="KIND:SCALE",
+                      help="reference perturbed oracles (e.g. physics:0.01 physics:0.1 "
+                      "noise:0.1) whose compounding error is measured next to the run's "
+                      "model on the same scale, to place a learned model on the model-error "
+                      "axis (default: none)")
   parser.add_argument("--seed", type=int, default=0, help="probe key PRNGKey(seed)")
   parser.add_argument("--out", default=None,
                       help=f"output directory (default: DIR/{OUT_SUBDIR})")
@@ -62,7 +67,8 @@ def main(argv=None) -> int:
     settings = Settings(horizons=tuple(args.horizons), probes=args.probes,
                         signal_probes=args.signal_probes,
                         rollouts=args.rollouts, keys=args.keys,
-                        rollout_length=args.rollout_length, seed=args.seed)
+                        rollout_length=args.rollout_length, seed=args.seed,
+                        error_models=tuple(args.error_models))
     from mvelab.diagnostics import loading
     selection = loading.parse_selection(args.checkpoints)
   except (UsageError, ConfigError) as e:

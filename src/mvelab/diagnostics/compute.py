@@ -12,10 +12,12 @@ state, ``K`` keys, ``Hmax = max(horizons)``):
   standard error of their centred values;
 * ``critic`` ``[N]``, ``critic_signal`` ``[Ns, A]``: the online critic ``min_i Q_i`` there;
 * ``ce/<model>/<ce_values>/<H>`` ``[K, N]`` and ``ce_signal/...`` ``[K, Ns, A]``:
-  critic-expansion targets (:func:`~mvelab.diagnostics.targets.expansion_targets`);
+  critic-expansion targets (:func:`~mvelab.diagnostics.targets.expansion_targets`) of
+  every model of :func:`models_of`;
 * ``retrace/<H>`` ``[K, N]``: Retrace targets of the probes' stored windows;
-* ``model_error/obs``, ``model_error/reward`` ``[max(Hmax, 1)]`` (runs with a learned
-  model): compounding error of the learned model (:mod:`~mvelab.diagnostics.model_error`);
+* ``model_error/<model>/obs``, ``model_error/<model>/reward`` ``[max(Hmax, 1)]``:
+  compounding error (:mod:`~mvelab.diagnostics.model_error`) of every model but the
+  oracle: the run's own and ``settings.error_models``;
 * ``obs_std`` ``[O]``, ``alpha`` ``[]``, ``env_steps`` ``[]``, ``updates`` ``[]``.
 """
 
@@ -37,10 +39,23 @@ Array = jax.Array
 
 
 def models_of(p, state) -> dict:
-  """``{name: (model, model_state)}``: always the oracle, and the run's learned model."""
+  """``{name: (model, model_state)}`` whose targets are diagnosed: always the oracle, and
+  the run's own model when it is not the exact oracle (``learned``, or a perturbed oracle
+  named ``kind:scale``)."""
   out = {"oracle": (OracleModel(p.env), ())}
   if p.learned_model:
     out["learned"] = (p.model, state.model_state)
+  elif p.cfg.model_error != "none":
+    out.update(model_error.reference_models(
+        p.env, [f"{p.cfg.model_error}:{p.cfg.model_error_scale}"]))
+  return out
+
+
+def error_models_of(p, settings: Settings, state) -> dict:
+  """The models whose compounding error is measured: the run's own (not the oracle) and
+  the reference perturbed oracles of ``settings.error_models``."""
+  out = {k: v for k, v in models_of(p, state).items() if k != "oracle"}
+  out.update(model_error.reference_models(p.env, settings.error_models))
   return out
 
 
@@ -78,16 +93,16 @@ def diagnose_state(p, settings: Settings, state, key: Array) -> dict:
   ys = targets.retrace_targets(p, state, probes.window, settings.horizons, keys)
   out.update({f"retrace/{h}": ys[h] for h in settings.horizons})
 
-  if "learned" in rollouts:
-    out["model_error/obs"], out["model_error/reward"] = _model_error(
-        p, state, probe, rollouts["oracle"], n, k_model, out["obs_std"])
+  truth = jax.tree.map(lambda x: x[:, :n], rollouts["oracle"])  # probe rows [K, N, ...]
+  for name, model in error_models_of(p, settings, state).items():
+    out[f"model_error/{name}/obs"], out[f"model_error/{name}/reward"] = _model_error(
+        model, state, probe, truth, k_model, out["obs_std"])
   return out
 
 
-def _model_error(p, state, probe, oracle_rollouts, n, key, obs_std):
-  """Compounding error of the learned model along the oracle rollouts of the probes."""
-  truth = jax.tree.map(lambda x: x[:, :n], oracle_rollouts)  # probe rows [K, N, ...]
-  model, model_state = models_of(p, state)["learned"]
+def _model_error(model_and_state, state, probe, truth, key, obs_std):
+  """Compounding error of one model along the oracle rollouts ``truth`` of the probes."""
+  model, model_state = model_and_state
 
   def one(actions, k):
     return model_error.open_loop(model, model_state, state.obs_stats, probe.obs_t,
@@ -95,7 +110,8 @@ def _model_error(p, state, probe, oracle_rollouts, n, key, obs_std):
 
   keys = jax.random.split(key, truth.action.shape[0])
   pred_obs, pred_reward = jax.vmap(one)(truth.action, keys)
-  return model_error.compounding_error(pred_obs, pred_reward, truth, obs_std)
+  return model_error.compounding_error(pred_obs, pred_reward, truth, obs_std,
+                                       start_valid=~probe.terminated_t)
 
 
 @functools.lru_cache(maxsize=8)
@@ -117,4 +133,4 @@ def check_state(p, settings: Settings, state, where: str) -> None:
     raise ConfigError(
         f"horizons: {where} holds {size} transitions per environment, fewer than "
         f"max(horizons) + 1 = {need} that the Retrace windows need")
-  del p
+  model_error.reference_models(p.env, settings.error_models)  # ConfigError: error_models

@@ -7,7 +7,8 @@ Per run (``run`` column):
   seeds), for every model × estimator;
 * ``<run>_training``: critic bias, RMSE and action-signal correlation over training,
   with the oracle ``ce_direct`` targets' correlations per H;
-* ``<run>_model_error`` (runs with a learned model): compounding error against ``k``.
+* ``<run>_model_error`` (runs with a model error measured: a learned model, a perturbed
+  oracle, or reference ``error_models``): compounding error against ``k``.
 """
 
 from __future__ import annotations
@@ -19,10 +20,23 @@ from matplotlib.figure import Figure
 
 from mvelab.experiments.plots import _save
 
-#: (model, estimator) lines of the target panels, with their styles.
+#: (model, estimator) lines of the target panels, with their styles (a perturbed oracle,
+#: model ``kind:scale``, is drawn like the learned model in C1).
 LINES = {("oracle", "ce_direct"): ("C0", "-"), ("oracle", "ce_control_variate"): ("C0", ":"),
          ("learned", "ce_direct"): ("C3", "-"), ("learned", "ce_control_variate"): ("C3", ":"),
          ("", "retrace"): ("0.4", "--")}
+PERTURBED_COLOR = "C1"
+
+
+def _lines(df: pd.DataFrame) -> dict:
+  """LINES plus the perturbed oracles' targets present in ``df``."""
+  out = dict(LINES)
+  from mvelab.diagnostics.report import model_order
+  for model in sorted(set(df["model"]) - {"", "oracle", "learned"}, key=model_order):
+    for est, style in (("ce_direct", "-"), ("ce_control_variate", ":")):
+      if ((df["model"] == model) & (df["estimator"] == est)).any():
+        out[(model, est)] = (PERTURBED_COLOR, style)
+  return out
 
 
 def _stage_steps(df: pd.DataFrame) -> dict:
@@ -60,7 +74,7 @@ def targets_figure(df: pd.DataFrame, out_path, title: str) -> list:
     signal = at[(at["estimator"] == "truth") & (at["metric"] == "action_signal_sd")]["value"]
     for i, (metric, ylabel) in enumerate(metrics):
       ax = axes[i, j]
-      for (model, est), (color, style) in LINES.items():
+      for (model, est), (color, style) in _lines(at).items():
         rows = at[(at["model"] == model) & (at["estimator"] == est) & (at["metric"] == metric)]
         if not rows.empty:
           _line(ax, _over_seeds(rows, "horizon"), "horizon", color, style,
@@ -114,15 +128,22 @@ def training_figure(df: pd.DataFrame, out_path, title: str) -> list:
 
 
 def model_error_figure(df: pd.DataFrame, out_path, title: str) -> list:
-  """Compounding error of the learned model against k at three checkpoints."""
+  """Compounding error against k: one model at three checkpoints, or several models
+  (the run's and reference perturbed oracles) at the last checkpoint."""
   rows = df[df["estimator"] == "model"]
+  from mvelab.diagnostics.report import model_order
+  models = sorted(rows["model"].unique(), key=model_order)
   fig = Figure(figsize=(10.0, 3.8), layout="constrained")
   axes = fig.subplots(1, 2)
-  for n, (stage, steps) in enumerate(_stage_steps(rows).items()):
-    at = rows[rows["env_steps"] == steps]
+  if len(models) == 1:
+    curves = [(rows[rows["env_steps"] == steps], f"C{n}", f"{stage}: {int(steps)} steps")
+              for n, (stage, steps) in enumerate(_stage_steps(rows).items())]
+  else:
+    last = rows[rows["env_steps"] == rows["env_steps"].max()]
+    curves = [(last[last["model"] == m], f"C{n}", m) for n, m in enumerate(models)]
+  for at, color, label in curves:
     for ax, metric in zip(axes, ("obs_error", "reward_error")):
-      _line(ax, _over_seeds(at[at["metric"] == metric], "k"), "k", f"C{n}", "-",
-            f"{stage}: {int(steps)} steps")
+      _line(ax, _over_seeds(at[at["metric"] == metric], "k"), "k", color, "-", label)
   axes[0].set_ylabel("obs error (RMS, per-dim std units)")
   axes[1].set_ylabel("reward error (RMS)")
   for ax in axes:

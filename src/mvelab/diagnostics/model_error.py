@@ -1,11 +1,17 @@
-"""How far a learned model's multi-step predictions drift from the truth (compounding error).
+"""How far a model's multi-step predictions drift from the truth (compounding error).
+
+The models under test are the run's learned ensemble, the run's own perturbed oracle (a
+run with ``--model_error``), and any *reference* perturbed oracles named in
+``Settings.error_models`` (``physics:0.1``, ``noise:0.03``): all on one scale, so that a
+learned ensemble can be placed on the ε axis of the perturbed oracles.
 
 From the probes' next states ``o_1`` the oracle rolls out the policy (the rollouts of the
 oracle targets). The model under test is then stepped OPEN LOOP with those same actions,
 ``ô_{k+1} = model(ô_k, a_k)`` with ``ô_1 = o_1``, through its own one-step transition
-(``model.transition``, the one its rollouts use: a random member and a Gaussian sample per
-step). The ``k``-step errors (``k = 1..K``), over probes, keys and, for observations,
-dimensions, counted only while the true rollout has not terminated:
+(``model.transition``, the one its rollouts use: for the ensemble a random member and a
+Gaussian sample per step; a perturbed oracle restarts from the true ``sim_1``). The ``k``-step errors (``k = 1..K``), over probes, keys and, for observations,
+dimensions, counted only while the true rollout has not terminated, and only from start states that
+did not end the task (a probe whose own transition terminated is skipped):
 
 * ``obs``: RMS of ``(ô_k − o_k) / std_d``, ``std_d`` the replay's per-dimension std;
 * ``reward``: RMS of ``r̂_k − r_k``.
@@ -13,12 +19,52 @@ dimensions, counted only while the true rollout has not terminated:
 
 from __future__ import annotations
 
+import math
+
 import jax
 import jax.numpy as jnp
 
+from mvelab.errors import ConfigError
 from mvelab.models.base import Rollout
 
 Array = jax.Array
+
+
+def parse_error_model(text: str) -> tuple[str, float]:
+  """``"KIND:SCALE"`` (e.g. ``physics:0.1``) -> ``(kind, scale)``; ConfigError otherwise."""
+  from mvelab.models.perturbed import KINDS
+  kind, sep, scale = str(text).partition(":")
+  try:
+    value = float(scale)
+  except ValueError:
+    value = float("nan")
+  if not sep or kind not in KINDS or not (math.isfinite(value) and value >= 0):
+    raise ConfigError(f"error_models: each must be KIND:SCALE with KIND one of "
+                      f"{', '.join(KINDS)} and SCALE a finite number >= 0, got {text!r}")
+  return kind, value
+
+
+def error_model_name(kind: str, scale: float) -> str:
+  """The ``model`` column of a perturbed oracle: ``physics:0.1``."""
+  return f"{kind}:{scale:g}"
+
+
+def reference_models(env, names) -> dict:
+  """``{name: (PerturbedOracle, ())}`` for ``names`` like ``physics:0.1``.
+
+  Raises:
+    ConfigError: (``error_models: ...``) a malformed name or a kind ``env`` lacks.
+  """
+  from mvelab.models.perturbed import PerturbedOracle, check
+  out = {}
+  for text in names:
+    kind, scale = parse_error_model(text)
+    try:
+      check(env, kind, scale)
+    except ConfigError as e:
+      raise ConfigError(f"error_models: {text}: {e}") from None
+    out[error_model_name(kind, scale)] = (PerturbedOracle(env, kind, scale), ())
+  return out
 
 
 def open_loop(model, model_state, obs_stats, obs: Array, sim, actions: Array, key: Array
@@ -47,7 +93,7 @@ def open_loop(model, model_state, obs_stats, obs: Array, sim, actions: Array, ke
 
 
 def compounding_error(pred_obs: Array, pred_reward: Array, truth: Rollout,
-                      obs_std: Array) -> tuple[Array, Array]:
+                      obs_std: Array, start_valid=None) -> tuple[Array, Array]:
   """``k``-step errors ``(obs [K], reward [K])`` of predictions against a true rollout.
 
   Args:
@@ -55,10 +101,15 @@ def compounding_error(pred_obs: Array, pred_reward: Array, truth: Rollout,
     pred_reward: ``[..., B, K]``.
     truth: the true rollout, ``obs [..., B, K+1, O]``, ``reward``/``terminated [..., B, K]``.
     obs_std: ``[O]`` per-dimension scale.
+    start_valid: ``[..., B]`` bool, the start state is one the task continues from; a
+      start reached by a terminating transition is excluded (no model was trained on
+      steps from terminal states, and the task has ended there). None: all valid.
   """
   terminated = truth.terminated.astype(jnp.float32)
   alive = jnp.cumprod(1.0 - jnp.concatenate(
       [jnp.zeros_like(terminated[..., :1]), terminated[..., :-1]], axis=-1), axis=-1)
+  if start_valid is not None:
+    alive = alive * jnp.broadcast_to(start_valid, alive.shape[:-1])[..., None]
   axes = tuple(range(alive.ndim - 1))  # all but k
   count = jnp.maximum(jnp.sum(alive, axis=axes), 1.0)
   obs_err2 = jnp.mean(jnp.square((pred_obs[..., 1:, :] - truth.obs[..., 1:, :]) / obs_std),

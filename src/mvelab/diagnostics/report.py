@@ -4,8 +4,8 @@ H or k, metric).
 Columns: ``run, env, seed, env_steps, updates, model, estimator, horizon, k, metric,
 value``. ``estimator`` is ``truth`` (the Monte-Carlo Q^π), ``critic`` (the online critic),
 ``ce_direct`` / ``ce_control_variate`` (critic-expansion targets, ``horizon`` = H, ``model``
-= oracle or learned), ``retrace`` (``horizon`` = H) or ``model`` (compounding error,
-``k`` = steps). ``horizon``/``k`` are NaN where they do not apply. See
+= oracle, learned, or a perturbed oracle ``kind:scale``), ``retrace`` (``horizon`` = H) or
+``model`` (compounding error, ``k`` = steps; ``model`` = learned or ``kind:scale``). ``horizon``/``k`` are NaN where they do not apply. See
 docs/diagnostics.md for every metric.
 """
 
@@ -63,7 +63,7 @@ def seed_rows(a: dict, settings, meta: dict) -> list:
   row("", "critic", nan, nan, "normalized_bias_sd", np.std(norm))
   row("", "critic", nan, nan, "action_corr", action_corr(a["critic_signal"], truth_actions))
 
-  for model in ("oracle", "learned"):
+  for model in models_in(a, "ce"):
     for values in CE_VALUES:
       for h in settings.horizons:
         key = f"ce/{model}/{values}/{h}"
@@ -78,18 +78,33 @@ def seed_rows(a: dict, settings, meta: dict) -> list:
         noise_actions = np.sqrt(np.mean(np.var(y_signal, axis=0, ddof=1)))
         row(model, f"ce_{values}", h, nan, "noise_to_signal",
             noise_actions / signal_sd if signal_sd > 0 else nan)
-        if model == "learned":
+        if model != "oracle":
           gap = y.mean(axis=0) - a[f"ce/oracle/{values}/{h}"].mean(axis=0)
           row(model, f"ce_{values}", h, nan, "gap_mean", np.mean(gap))
           row(model, f"ce_{values}", h, nan, "gap_rms", np.sqrt(np.mean(np.square(gap))))
   for h in settings.horizons:
     _target_rows(row, "", "retrace", h, a[f"retrace/{h}"], q_pi, se)
 
-  if "model_error/obs" in a:
-    for k, (e_obs, e_rew) in enumerate(zip(a["model_error/obs"], a["model_error/reward"])):
-      row("learned", "model", nan, k + 1, "obs_error", e_obs)
-      row("learned", "model", nan, k + 1, "reward_error", e_rew)
+  for model in models_in(a, "model_error"):
+    errors = zip(a[f"model_error/{model}/obs"], a[f"model_error/{model}/reward"])
+    for k, (e_obs, e_rew) in enumerate(errors):
+      row(model, "model", nan, k + 1, "obs_error", e_obs)
+      row(model, "model", nan, k + 1, "reward_error", e_rew)
   return out
+
+
+def models_in(a: dict, prefix: str) -> list:
+  """Model names of the ``prefix/<model>/...`` arrays: oracle, learned, then the
+  perturbed oracles ``kind:scale`` by kind and scale."""
+  return sorted({k.split("/")[1] for k in a if k.startswith(prefix + "/")}, key=model_order)
+
+
+def model_order(model: str) -> tuple:
+  """Sort key of model names: oracle, learned, then ``kind:scale`` by kind and scale."""
+  if model in ("oracle", "learned") or ":" not in model:
+    return (0 if model == "oracle" else 1, model, 0.0)
+  kind, scale = model.split(":", 1)
+  return (2, kind, float(scale))
 
 
 def _target_rows(row, model, estimator, h, y, q_pi, se) -> None:

@@ -36,6 +36,9 @@ class Settings:
       ``γ^L ≤ TAIL`` (:func:`ground_truth_length`).
     seed: the probe key is ``PRNGKey(seed)`` (the same at every checkpoint).
     mean_samples: policy samples that estimate the policy-mean action.
+    error_models: reference perturbed oracles (``physics:0.1``, ``noise:0.03``) whose
+      compounding error is measured next to the run's model, on the same scale
+      (:mod:`mvelab.diagnostics.model_error`); normalised to ``kind:scale``, sorted.
   """
 
   horizons: tuple = HORIZONS
@@ -46,6 +49,7 @@ class Settings:
   rollout_length: Optional[int] = None
   seed: int = 0
   mean_samples: int = 64
+  error_models: tuple = ()
 
   def __post_init__(self):
     horizons = self.horizons
@@ -68,6 +72,13 @@ class Settings:
                         f"got {self.keys}")
     if self.rollout_length is not None:
       _check_positive("rollout_length", self.rollout_length)
+    if isinstance(self.error_models, str) or not hasattr(self.error_models, "__iter__"):
+      raise ConfigError(f"error_models: must be a list of KIND:SCALE, got "
+                        f"{self.error_models!r}")
+    from mvelab.diagnostics.model_error import error_model_name, parse_error_model
+    names = sorted({error_model_name(*parse_error_model(t)) for t in self.error_models},
+                   key=lambda t: (t.split(":")[0], float(t.split(":")[1])))
+    object.__setattr__(self, "error_models", tuple(names))
     if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
       raise ConfigError(f"seed: must be a non-negative integer, got {self.seed!r}")
 

@@ -11,10 +11,13 @@ the largest H (the model whose error the study is about). The command runs it re
 * ``trust_map.png``: a heat map over (ε, H) of critic expansion's AUC minus SAC's AUC
   (return units; positive: expansion paid off);
 * ``trust_table.csv``: mean AUC per (ε, H), and the largest H whose mean AUC beats SAC's
-  at each ε.
-
-Placing the learned model on the ε axis (its one-step error measured on the perturbed
-oracles' scale, ``models.one_step_error``) is not done by this command yet.
+  at each ε;
+* ``learned_on_eps_axis.csv``: the learned model placed on the ε axis. Its k-step
+  observation error and the perturbed oracles' at every ε of ``--scales`` are measured
+  on the same replayed transitions of the learned run's last checkpoint
+  (:mod:`mvelab.diagnostics.eps_axis`); the learned model's *equivalent ε* (where the
+  perturbed oracles' one-step error reaches its own) is marked on the trust map's and
+  the returns figure's ε axis.
 """
 
 from __future__ import annotations
@@ -98,8 +101,47 @@ def trust_table(summary: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
   return auc, best
 
 
-def write_figures(df: pd.DataFrame, summary: pd.DataFrame, out_dir: str) -> list:
-  """The returns-vs-ε figure and the trust map (PNG and PDF each)."""
+def learned_run_dir(summary: pd.DataFrame, runs_dir: str) -> Optional[str]:
+  """The learned-model run of the grid, if it finished."""
+  rows = summary[(summary["expansion"] == "critic") & (summary["model"] == "learned")
+                 & (summary["status"] == "done")]
+  return os.path.join(runs_dir, rows["run"].iloc[0]) if len(rows) else None
+
+
+def place_learned(summary: pd.DataFrame, runs_dir: str, kind: str, out_dir: str
+                  ) -> tuple[Optional[dict], list]:
+  """Measures the learned model on the ε axis; ``(equivalent-ε info or None, paths)``."""
+  from mvelab.diagnostics import eps_axis, loading
+  from mvelab.experiments import results
+  run = learned_run_dir(summary, runs_dir)
+  scales = sorted(e for e in summary["model_error_scale"].dropna().unique() if e > 0)
+  if run is None or not scales or not loading.find_runs(run):
+    return None, []  # no learned run, no positive scale, or no checkpoint kept
+  horizon = int(summary[summary["model"] == "learned"]["horizon"].iloc[0])
+  errors = eps_axis.measure(run, kind, scales, horizon)
+  placed = eps_axis.equivalent_eps(errors, k=1)
+  path = os.path.join(out_dir, "learned_on_eps_axis.csv")
+  results._atomic(path, lambda p: errors.to_csv(p, index=False))
+  return placed, [path]
+
+
+def _eps_position(eps: float, scales: list) -> float:
+  """Fractional x position of ``eps`` on the categorical axis of ``scales``."""
+  return float(np.interp(eps, scales, np.arange(len(scales)), right=len(scales) - 0.5))
+
+
+def _mark_learned(ax, placed: Optional[dict], scales: list) -> None:
+  if not placed or not np.isfinite(placed["eps"]):
+    return
+  more = " (extrapolated)" if placed["extrapolated"] else ""
+  ax.axvline(_eps_position(placed["eps"], scales), color="tab:purple", ls="--", lw=1.2,
+             label=f"learned model's 1-step error ≈ ε={placed['eps']:.2g}{more}")
+
+
+def write_figures(df: pd.DataFrame, summary: pd.DataFrame, out_dir: str,
+                  placed: Optional[dict] = None) -> list:
+  """The returns-vs-ε figure and the trust map (PNG and PDF each); ``placed`` (from
+  :func:`place_learned`) marks the learned model on their ε axes."""
   from matplotlib.figure import Figure
   from mvelab.experiments import plots
   auc, best = trust_table(summary)
@@ -125,6 +167,7 @@ def write_figures(df: pd.DataFrame, summary: pd.DataFrame, out_dir: str) -> list
     if len(learned):
       ax.axhline(float(learned[col].iloc[0]), color="tab:purple", ls=":",
                  label=f"MVE (learned) H={int(learned['horizon'].iloc[0])}")
+    _mark_learned(ax, placed, scales)
     ax.set_xticks(range(len(scales)), [f"{e:g}" for e in scales])
     ax.set_xlabel("model error ε")
     ax.set_title(title)
@@ -142,6 +185,9 @@ def write_figures(df: pd.DataFrame, summary: pd.DataFrame, out_dir: str) -> list
   for i in range(diff.shape[0]):
     for j in range(diff.shape[1]):
       ax.text(i, j, f"{diff[i, j]:.0f}", ha="center", va="center", fontsize=8)
+  _mark_learned(ax, placed, [float(e) for e in auc.index])
+  if placed and np.isfinite(placed["eps"]):
+    ax.legend(fontsize=8, loc="upper right")
   ax.set_xlabel(f"model error ε ({', '.join(sorted(set(ce['model_error'].dropna())))})")
   ax.set_title("critic expansion: AUC − SAC's AUC (blue: expansion pays off)")
   fig.colorbar(image, ax=ax, label="AUC difference (return units)")
@@ -155,7 +201,7 @@ def reproduce_model_error(out_dir: str, env: str = DEFAULT_ENV, kind: str = "phy
                           jobs: Optional[int] = None, progress: bool = True,
                           executor=None, job_fn=None) -> dict:
   """Writes the spec, runs the grid (resumable), the tables and the figures."""
-  from mvelab.experiments import reproduce, results
+  from mvelab.experiments import reproduce, results, sweep
 
   if isinstance(seeds, bool) or not isinstance(seeds, int) or seeds <= 0:
     raise ConfigError(f"seeds: must be a positive integer, got {seeds!r}")
@@ -168,10 +214,22 @@ def reproduce_model_error(out_dir: str, env: str = DEFAULT_ENV, kind: str = "phy
     auc, best = trust_table(summary)
     table = os.path.join(d, "trust_table.csv")
     results._atomic(table, lambda p: auc.join(best).to_csv(p))
-    return write_figures(df, summary, d) + [table]
+    placed, paths = place_learned(summary, os.path.join(d, sweep.RUNS_DIR), kind, d)
+    if placed:
+      print(learned_line(placed))
+    return write_figures(df, summary, d, placed) + [table] + paths
 
   return reproduce.run_spec(data, "model-error", out_dir, figures, jobs=jobs,
                             executor=executor, progress=progress, job_fn=job_fn)
+
+
+def learned_line(placed: dict) -> str:
+  """One line: the learned model's one-step error and its equivalent ε."""
+  pairs = ", ".join(f"{e:g}: {v:.3g}" for e, v in zip(placed["scales"],
+                                                       placed["perturbed_obs_error"]))
+  more = " (extrapolated beyond the largest scale)" if placed["extrapolated"] else ""
+  return (f"learned model: 1-step obs error {placed['learned_obs_error']:.3g} (replay-std "
+          f"units) ≈ ε = {placed['eps']:.3g}{more}; perturbed oracles {pairs}")
 
 
 def _per_run(df: pd.DataFrame, column: str, summary: pd.DataFrame) -> list:

@@ -151,10 +151,14 @@ def run_seeds(cfg: Config, seeds: list, emit: Callable[[str, Any], None],
 
 
 def _rows(seeds, metrics, wall):
+  from mvelab.run.rundir import VECTOR_METRICS
   m = {k: np.asarray(v) for k, v in metrics.items()}
   rows = []
   for i, s in enumerate(seeds):
-    row = {k: m[k][i].item() for k in m}
+    row = {k: m[k][i].item() for k in m if k not in VECTOR_METRICS}
+    for k, prefix in VECTOR_METRICS.items():
+      if k in m:  # [seeds, n] -> columns prefix0 .. prefix{n-1}
+        row.update({f"{prefix}{j}": v.item() for j, v in enumerate(m[k][i])})
     row["seed"] = s
     row["env_steps"] = int(row["env_steps"])
     row["updates"] = int(row["updates"])

@@ -8,7 +8,7 @@ import time
 
 import numpy as np
 
-from mvelab.run.rundir import CSV_COLUMNS, summarize
+from mvelab.run.rundir import summarize
 
 
 class Progress:
@@ -64,9 +64,9 @@ class TensorBoard:
       w = self.writers.get(r["seed"])
       if w is None:
         w = self.writers[r["seed"]] = self._cls(os.path.join(self.root, f"seed_{r['seed']}"))
-      for k in CSV_COLUMNS:
-        if k not in ("seed", "env_steps") and isinstance(r.get(k), (int, float)):
-          w.add_scalar(k, r[k], r["env_steps"])
+      for k, v in r.items():  # the metrics.csv columns, STEVE's steve_w<i> included
+        if k not in ("seed", "env_steps") and isinstance(v, (int, float)):
+          w.add_scalar(k, v, r["env_steps"])
 
   def close(self):
     for w in self.writers.values():

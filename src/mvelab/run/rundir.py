@@ -35,6 +35,20 @@ CSV_COLUMNS = ("seed", "env_steps", "updates", "eval_return", "eval_return_std",
                "steve_mean_horizon", "dyna_rollout_length", "model_buffer_fill",
                "dyna_real_fraction", "diverged", "diverged_step", "diverged_what",
                "wall_time_s")
+#: Vector metrics (``[n]`` per seed) and the prefix of their metrics.csv columns
+#: ``<prefix>0 .. <prefix>{n-1}``: STEVE's mean weight per horizon i = 0..H.
+VECTOR_METRICS = {"steve_weights": "steve_w"}
+
+
+def metric_columns(cfg: Optional[Config] = None) -> tuple:
+  """The metrics.csv columns of a run of ``cfg``: :data:`CSV_COLUMNS`, and for STEVE the
+  per-horizon weights ``steve_w0 .. steve_wH`` before ``wall_time_s``."""
+  if cfg is None or cfg.expansion != "steve":
+    return CSV_COLUMNS
+  weights = tuple(f"{VECTOR_METRICS['steve_weights']}{i}" for i in range(cfg.horizon + 1))
+  return CSV_COLUMNS[:-1] + weights + CSV_COLUMNS[-1:]
+
+
 #: Subdirectory of a run directory with the checkpoints (one folder per seed group).
 STATE_DIR = "state"
 #: Columns that legitimately differ between two runs of the same config and seeds.
@@ -127,33 +141,33 @@ def _fmt(v):
   return v
 
 
-def csv_rows(rows: list, header: bool = False) -> str:
+def csv_rows(rows: list, header: bool = False, columns: tuple = CSV_COLUMNS) -> str:
   """metrics.csv text of ``rows`` (with the header line if ``header``)."""
   buf = io.StringIO()
-  w = csv.DictWriter(buf, fieldnames=CSV_COLUMNS, extrasaction="ignore", lineterminator="\n")
+  w = csv.DictWriter(buf, fieldnames=columns, extrasaction="ignore", lineterminator="\n")
   if header:
     w.writeheader()
   for r in rows:
-    w.writerow({k: _fmt(r.get(k)) for k in CSV_COLUMNS})
+    w.writerow({k: _fmt(r.get(k)) for k in columns})
   return buf.getvalue()
 
 
 class MetricsWriter:
   """Appends rows to metrics.csv; each append is one flushed, fsynced write."""
 
-  def __init__(self, path: str):
-    self.path = path
+  def __init__(self, path: str, columns: tuple = CSV_COLUMNS):
+    self.path, self.columns = path, columns
     if not os.path.exists(path):
-      atomic_write(path, csv_rows([], header=True))
+      atomic_write(path, csv_rows([], header=True, columns=columns))
 
   def append(self, rows: list) -> None:
     with open(self.path, "a") as f:
-      f.write(csv_rows(rows))
+      f.write(csv_rows(rows, columns=self.columns))
       f.flush()
       os.fsync(f.fileno())
 
   def replace(self, rows: list) -> None:
-    atomic_write(self.path, csv_rows(rows, header=True))
+    atomic_write(self.path, csv_rows(rows, header=True, columns=self.columns))
 
 
 def read_metrics(path: str) -> list:
