@@ -9,6 +9,9 @@ of compiling them. Location, first match wins:
 3. ``$XDG_CACHE_HOME/mvelab/xla``, by default ``~/.cache/mvelab/xla``.
 
 ``mvelab --no-compile-cache <command> ...`` (or ``MVELAB_CACHE_DIR=off``) turns it off.
+Above it, :mod:`mvelab.run.executables` keeps whole compiled seed-group programs so that
+an identical run skips tracing too; ``enable`` turns that on with the cache (unless
+``MVELAB_EXECUTABLE_CACHE=off``).
 The settings are exported as JAX environment variables, so worker processes (local, Ray)
 inherit them; jobs that run elsewhere get them passed explicitly (``job_env``).
 """
@@ -39,12 +42,15 @@ def location() -> Optional[str]:
 
 
 def job_env(path: Optional[str]) -> dict:
-  """JAX environment variables that give a process the cache at ``path`` (None: off)."""
+  """JAX environment variables that give a process the cache at ``path`` (None: off),
+  and the stored-executables layer with it (unless it is off in this process)."""
+  from mvelab.run.executables import ENV_VAR as EXECUTABLES
   if path is None:
-    return {"JAX_ENABLE_COMPILATION_CACHE": "false", ENV_VAR: OFF}
+    return {"JAX_ENABLE_COMPILATION_CACHE": "false", ENV_VAR: OFF, EXECUTABLES: OFF}
   return {"JAX_ENABLE_COMPILATION_CACHE": "true", "JAX_COMPILATION_CACHE_DIR": path,
           "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": str(MIN_COMPILE_TIME_S),
-          "JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES": "0", ENV_VAR: path}
+          "JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES": "0", ENV_VAR: path,
+          EXECUTABLES: OFF if os.environ.get(EXECUTABLES) == OFF else "on"}
 
 
 def enable(path: Optional[str] = None, on: bool = True) -> Optional[str]:

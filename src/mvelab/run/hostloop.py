@@ -16,7 +16,7 @@ import numpy as np
 
 from mvelab import config as config_lib
 from mvelab.config import Config
-from mvelab.run import signals
+from mvelab.run import executables, signals
 from mvelab.run.rundir import group_state_dir
 
 
@@ -42,11 +42,20 @@ class GroupRun:
     self.cfg, self.seeds = cfg, list(seeds)
     self.programs = T.make_programs(cfg)
     self.keys = jnp.stack([jax.random.PRNGKey(s) for s in self.seeds])
-    start_fn = jax.vmap(lambda k: T.start(self.programs, k))
     t0 = time.perf_counter()
-    self._start = jax.jit(start_fn).lower(self.keys).compile()
-    self.state_shape = jax.eval_shape(start_fn, self.keys)[0]
-    self._chunk = compile_chunk(self.programs, self.state_shape)
+    stored = executables.load(cfg, len(self.seeds))
+    #: "stored" (loaded by :mod:`mvelab.run.executables`) or "compiled".
+    self.programs_from = "stored" if stored is not None else "compiled"
+    if stored is not None:  # an identical run compiled them before: no tracing
+      self._start, self._chunk, self.state_shape = stored
+    else:
+      hits = executables.xla_cache_hits()
+      start_fn = jax.vmap(lambda k: T.start(self.programs, k))
+      self._start = jax.jit(start_fn).lower(self.keys).compile()
+      self.state_shape = jax.eval_shape(start_fn, self.keys)[0]
+      self._chunk = compile_chunk(self.programs, self.state_shape)
+      executables.store(cfg, len(self.seeds), self._start, self._chunk, self.state_shape,
+                        fresh=executables.xla_cache_hits() == hits)
     self.compile_time_s = time.perf_counter() - t0
     self.state = None
     self.chunks_done = 0
