@@ -401,3 +401,17 @@ def test_real_sweep_end_to_end_skips_and_resumes(tmp_path, capsys):
   assert status["state"] == "done" and status["resumed"] is True
   metrics = os.path.join(run_dir, "metrics.csv")
   assert _metrics(metrics) == _metrics(before[metrics][1].decode().splitlines())
+
+
+def test_every_example_spec_parses_and_resolves():
+  """The ready specs of examples/ (bar the deliberately broken one) stay valid."""
+  import glob
+  from mvelab import config as config_lib
+  here = os.path.dirname(os.path.abspath(__file__))
+  paths = sorted(glob.glob(os.path.join(here, "..", "examples", "**", "*.yaml"),
+                           recursive=True))
+  paths = [p for p in paths if not p.endswith("broken_sweep.yaml")]
+  assert len(paths) >= 6
+  for path in paths:
+    for run in load_spec(path).runs:
+      config_lib.resolve(run.config)
