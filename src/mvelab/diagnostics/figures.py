@@ -31,7 +31,7 @@ PERTURBED_COLOR = "C1"
 def _lines(df: pd.DataFrame) -> dict:
   """LINES plus the perturbed oracles' targets present in ``df``."""
   out = dict(LINES)
-  from mvelab.diagnostics.report import model_order
+  from mvelab.diagnostics.model_error import model_order
   for model in sorted(set(df["model"]) - {"", "oracle", "learned"}, key=model_order):
     for est, style in (("ce_direct", "-"), ("ce_control_variate", ":")):
       if ((df["model"] == model) & (df["estimator"] == est)).any():
@@ -131,7 +131,7 @@ def model_error_figure(df: pd.DataFrame, out_path, title: str) -> list:
   """Compounding error against k: one model at three checkpoints, or several models
   (the run's and reference perturbed oracles) at the last checkpoint."""
   rows = df[df["estimator"] == "model"]
-  from mvelab.diagnostics.report import model_order
+  from mvelab.diagnostics.model_error import model_order
   models = sorted(rows["model"].unique(), key=model_order)
   fig = Figure(figsize=(10.0, 3.8), layout="constrained")
   axes = fig.subplots(1, 2)

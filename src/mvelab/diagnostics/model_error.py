@@ -49,6 +49,14 @@ def error_model_name(kind: str, scale: float) -> str:
   return f"{kind}:{scale:g}"
 
 
+def model_order(model: str) -> tuple:
+  """Sort key of model names: oracle, learned, then ``kind:scale`` by kind and scale."""
+  if model in ("oracle", "learned") or ":" not in model:
+    return (0 if model == "oracle" else 1, model, 0.0)
+  kind, scale = model.split(":", 1)
+  return (2, kind, float(scale))
+
+
 def reference_models(env, names) -> dict:
   """``{name: (PerturbedOracle, ())}`` for ``names`` like ``physics:0.1``.
 

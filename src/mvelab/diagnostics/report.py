@@ -16,6 +16,7 @@ import math
 import numpy as np
 
 from mvelab.config import CE_VALUES
+from mvelab.diagnostics.model_error import model_order
 
 COLUMNS = ("run", "env", "seed", "env_steps", "updates", "model", "estimator", "horizon",
            "k", "metric", "value")
@@ -97,14 +98,6 @@ def models_in(a: dict, prefix: str) -> list:
   """Model names of the ``prefix/<model>/...`` arrays: oracle, learned, then the
   perturbed oracles ``kind:scale`` by kind and scale."""
   return sorted({k.split("/")[1] for k in a if k.startswith(prefix + "/")}, key=model_order)
-
-
-def model_order(model: str) -> tuple:
-  """Sort key of model names: oracle, learned, then ``kind:scale`` by kind and scale."""
-  if model in ("oracle", "learned") or ":" not in model:
-    return (0 if model == "oracle" else 1, model, 0.0)
-  kind, scale = model.split(":", 1)
-  return (2, kind, float(scale))
 
 
 def _target_rows(row, model, estimator, h, y, q_pi, se) -> None:

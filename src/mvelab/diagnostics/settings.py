@@ -75,9 +75,10 @@ class Settings:
     if isinstance(self.error_models, str) or not hasattr(self.error_models, "__iter__"):
       raise ConfigError(f"error_models: must be a list of KIND:SCALE, got "
                         f"{self.error_models!r}")
-    from mvelab.diagnostics.model_error import error_model_name, parse_error_model
+    from mvelab.diagnostics.model_error import (error_model_name, model_order,
+                                                parse_error_model)
     names = sorted({error_model_name(*parse_error_model(t)) for t in self.error_models},
-                   key=lambda t: (t.split(":")[0], float(t.split(":")[1])))
+                   key=model_order)
     object.__setattr__(self, "error_models", tuple(names))
     if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
       raise ConfigError(f"seed: must be a non-negative integer, got {self.seed!r}")

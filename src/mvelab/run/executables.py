@@ -8,7 +8,8 @@ everything that determines them without tracing:
 
 * the resolved config (every field) and the group size;
 * the source of the ``mvelab`` package (a digest of every ``.py`` file);
-* the versions of Python, jax, jaxlib, flax, optax, chex, brax, mujoco and numpy;
+* the versions of Python and the libraries recorded in every run directory
+  (``rundir.versions``: mvelab, jax, jaxlib, flax, optax, brax, mujoco, numpy);
 * the devices (platform, kind, count), the CPU model and flags, the JAX settings that
   change programs (matmul precision, x64, PRNG implementation) and ``XLA_FLAGS``.
 
@@ -39,7 +40,6 @@ from typing import Any, Optional
 
 ENV_VAR = "MVELAB_EXECUTABLE_CACHE"
 SUBDIR = "executables"
-_PACKAGES = ("jax", "jaxlib", "flax", "optax", "chex", "brax", "mujoco", "numpy")
 
 
 _XLA_HITS = [0]
@@ -96,16 +96,10 @@ def _cpu() -> str:
 
 
 def _environment() -> dict:
-  import importlib.metadata as md
   import jax
-  versions = {}
-  for name in _PACKAGES:
-    try:
-      versions[name] = md.version(name)
-    except md.PackageNotFoundError:
-      versions[name] = None
+  from mvelab.run.rundir import versions
   devices = jax.devices()
-  return dict(python=sys.version, versions=versions, platform=devices[0].platform,
+  return dict(versions=versions(), python=sys.version, platform=devices[0].platform,
               device_kind=devices[0].device_kind, devices=len(devices), cpu=_cpu(),
               matmul=str(jax.config.jax_default_matmul_precision),
               x64=bool(jax.config.jax_enable_x64),

@@ -17,7 +17,7 @@ import numpy as np
 from mvelab import config as config_lib
 from mvelab.config import Config
 from mvelab.run import executables, signals
-from mvelab.run.rundir import group_state_dir
+from mvelab.run.rundir import VECTOR_METRICS, group_state_dir
 
 
 def compile_chunk(programs, state_shape):
@@ -160,7 +160,6 @@ def run_seeds(cfg: Config, seeds: list, emit: Callable[[str, Any], None],
 
 
 def _rows(seeds, metrics, wall):
-  from mvelab.run.rundir import VECTOR_METRICS
   m = {k: np.asarray(v) for k, v in metrics.items()}
   rows = []
   for i, s in enumerate(seeds):
