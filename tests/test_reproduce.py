@@ -31,9 +31,16 @@ def test_default_spec_is_figure1_plus_references():
                        for h in reproduce.HORIZONS])
   assert kinds == expected
   for c in cfgs.values():
-    assert c.env == "pendulum" and c.num_seeds == 5 and c.total_steps == reproduce.SMALL_STEPS
+    assert c.env == "paper_inverted_pendulum" and c.num_seeds == 5 and c.total_steps == 5000
     assert c.hidden_sizes == (64, 64) and c.batch_size == 128
     assert c.ce_values == ("direct" if c.expansion == "critic" else "control_variate")
+
+
+def test_small_steps_per_env():
+  spec = parse_spec(reproduce.figure1_spec(env="pendulum"))
+  assert {config_lib.resolve(r.config).total_steps for r in spec.runs} == {
+      reproduce.SMALL_STEPS}
+  assert reproduce.small_steps("pendulum") == 10000
 
 
 def test_paper_spec_has_no_size_overrides():

@@ -9,10 +9,14 @@ writes the results table (:mod:`mvelab.experiments.results`) and the figures
 
 Two scales:
 
-* ``--preset default`` (the default): a small CPU version on ``pendulum`` sized to finish
-  in at most 15 minutes on 2 CPU cores (``SMALL`` below: networks (64, 64), batch 128, a
-  (64, 64) ensemble, ``SMALL_STEPS`` environment steps, 5 seeds vmapped per run). Retrace
-  at ``H = 3`` is added as a model-free reference.
+* ``--preset default`` (the default): a small CPU version on the paper's own task,
+  ``paper_inverted_pendulum``, sized to finish in at most 15 minutes on 2 CPU cores
+  including set-up (``SMALL`` below: networks (64, 64), batch 128, a (64, 64) ensemble,
+  :func:`small_steps` environment steps, 5 seeds vmapped per run; the diagnostics of
+  each run's last checkpoint with ``SMALL_DIAGNOSTICS``). Retrace at ``H = 3`` is added
+  as a model-free reference. ``--env pendulum`` is the earlier main job (10k steps).
+  Why (64, 64) and not the paper's (256, 256): at this protocol the paper's widths cost
+  about 10x the training time (docs/figure1.md measures both widths).
 * ``--preset paper``: the reference paper's settings for the chosen environment (its
   steps, networks, batch, ensemble and model schedule; ``--env paper_inverted_pendulum``
   etc.; ``mvelab reproduce paper`` runs the reference's whole matrix on such a task),
@@ -31,10 +35,17 @@ from mvelab.errors import ConfigError
 
 HORIZONS = (1, 3, 5, 10, 20, 30)
 RETRACE_HORIZON = 3
-SMALL_ENV = "pendulum"
+SMALL_ENV = "paper_inverted_pendulum"
 #: Default environment of ``--preset paper``: the paper's own inverted-pendulum task.
 PAPER_ENV = "paper_inverted_pendulum"
 SMALL_STEPS = 10000
+#: ... per environment where it differs from ``SMALL_STEPS``: at the small scale every
+#: run of the paper's inverted pendulum has learned by 5k steps (SAC reaches 200 of 250 at
+#: about 4.3k steps on 5 of 5 seeds; docs/figure1.md).
+SMALL_STEPS_BY_ENV = {"paper_inverted_pendulum": 5000}
+#: Diagnostics settings of the small scale (a quarter of the default Monte-Carlo work:
+#: the ground truth of the paper's task steps 32 physics substeps per agent step).
+SMALL_DIAGNOSTICS = dict(probes=128, rollouts=16)
 #: Overrides of the small CPU default (``--preset default``).
 SMALL = dict(hidden_sizes=[64, 64], batch_size=128, warmup_steps=1000, eval_every=500,
              eval_episodes=10)
@@ -43,6 +54,11 @@ SMALL_CRITIC = dict(ce_values="direct")
 SMALL_LEARNED = dict(model_hidden_sizes=[64, 64], model_batch_size=128,
                      model_warmup_updates=500)
 FIGURES = ("figure1", "performance_vs_h", "cost_vs_h")
+
+
+def small_steps(env: str) -> int:
+  """Environment steps per run of the small scale on ``env``."""
+  return SMALL_STEPS_BY_ENV.get(env, SMALL_STEPS)
 #: ``--with-dyna``: MBPO's rollout lengths and settings in the figure (small CPU scale).
 DYNA_HORIZONS = (1, 5)
 DYNA = dict(dyna_rollouts=32, dyna_retain=250)
@@ -54,10 +70,8 @@ def figure1_spec(env: Optional[str] = None, steps: Optional[int] = None, seeds: 
   """The sweep spec (a mapping, see docs/sweeps.md) of Figure 1.
 
   Args:
-    env: environment (default: ``pendulum`` for the default preset,
-      ``paper_inverted_pendulum``
-      for ``paper``).
-    steps: environment steps per run (default: ``SMALL_STEPS`` for the default preset,
+    env: environment (default: ``paper_inverted_pendulum``).
+    steps: environment steps per run (default: :func:`small_steps` for the default preset,
       the paper's per-environment budget for ``paper``).
     seeds: seeds per run (vmapped in one program).
     preset: ``default`` (small CPU scale, ``SMALL`` overrides) or ``paper`` (full scale).
@@ -68,7 +82,7 @@ def figure1_spec(env: Optional[str] = None, steps: Optional[int] = None, seeds: 
   """
   small = preset == "default"
   env = env or (SMALL_ENV if small else PAPER_ENV)
-  steps = steps or (SMALL_STEPS if small else None)
+  steps = steps or (small_steps(env) if small else None)
   critic = dict(expansions="critic", horizons=list(HORIZONS))
   learned = dict(critic, models="learned")
   oracle = dict(critic, models="oracle")
@@ -119,7 +133,9 @@ def reproduce_figure1(out_dir: str, env: Optional[str] = None, steps: Optional[i
     raise ConfigError(f"steps: must be a positive integer, got {steps!r}")
   def figures(df, d):
     from mvelab.diagnostics import found  # critic and targets against the true Q
-    return plots.plot_all(df, d, band=band) + found.figure_for_sweep(d, d)
+    from mvelab.diagnostics.settings import Settings
+    settings = Settings(**SMALL_DIAGNOSTICS) if preset == "default" else None
+    return plots.plot_all(df, d, band=band) + found.figure_for_sweep(d, d, settings)
 
   return run_spec(figure1_spec(env, steps, seeds, preset, retrace, dyna), "figure1", out_dir,
                   figures, jobs=jobs,
@@ -215,11 +231,12 @@ def _parser() -> argparse.ArgumentParser:
                       "reference paper's matrix on one of its tasks; `mvelab reproduce "
                       "model-error --help`: the model error x horizon grid)")
   parser.add_argument("--env", default=None,
-                      help=f"environment (default: {SMALL_ENV}; with --preset paper: "
-                      f"{PAPER_ENV})")
+                      help=f"environment (default: {SMALL_ENV}, the paper's task, "
+                      "at both presets)")
   parser.add_argument("--steps", type=int, default=None,
-                      help=f"environment steps per run (default: {SMALL_STEPS}; with "
-                      "--preset paper: the paper's budget for the env)")
+                      help=f"environment steps per run (default: "
+                      f"{small_steps(SMALL_ENV)} on {SMALL_ENV}, {SMALL_STEPS} on other "
+                      "envs; with --preset paper: the paper's budget for the env)")
   parser.add_argument("--seeds", type=int, default=5, help="seeds per run (default 5)")
   parser.add_argument("--preset", default="default", choices=["default", "paper"],
                       help="default: small CPU scale (~15 min on 2 cores); paper: the "
