@@ -106,6 +106,7 @@ def test_pipeline_writes_table_and_figures_and_resumes(tmp_path):
       assert os.path.getsize(os.path.join(out, f"{fig}.{ext}")) > 10_000
   summary = pd.read_csv(os.path.join(out, "summary.csv"))
   assert len(summary) == 14
+  assert "steps_to_threshold" in summary.columns  # the paper task's 200 of 250
   oracle = summary[(summary.expansion == "critic") & (summary.model == "oracle")]
   np.testing.assert_allclose(  # final = mean over seeds 0, 1 of -1000 + 600 - 10 H - seed
       oracle.sort_values("horizon").final_mean, [-400.5 - 10 * h for h in reproduce.HORIZONS])
