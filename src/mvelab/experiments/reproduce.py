@@ -36,9 +36,8 @@ from mvelab.errors import ConfigError
 
 HORIZONS = (1, 3, 5, 10, 20, 30)
 RETRACE_HORIZON = 3
-SMALL_ENV = "paper_inverted_pendulum"
-#: Default environment of ``--preset paper``: the paper's own inverted-pendulum task.
-PAPER_ENV = "paper_inverted_pendulum"
+#: Default environment of both presets: the paper's own inverted-pendulum task.
+DEFAULT_ENV = "paper_inverted_pendulum"
 SMALL_STEPS = 10000
 #: ... per environment where it differs from ``SMALL_STEPS``: at the small scale every
 #: run of the paper's inverted pendulum has learned by 5k steps (SAC reaches 200 of 250 at
@@ -55,14 +54,14 @@ SMALL_CRITIC = dict(ce_values="direct")
 SMALL_LEARNED = dict(model_hidden_sizes=[64, 64], model_batch_size=128,
                      model_warmup_updates=500)
 FIGURES = ("figure1", "performance_vs_h", "cost_vs_h")
+#: ``--with-dyna``: MBPO's rollout lengths and settings in the figure (small CPU scale).
+DYNA_HORIZONS = (1, 5)
+DYNA = dict(dyna_rollouts=32, dyna_retain=250)
 
 
 def small_steps(env: str) -> int:
   """Environment steps per run of the small scale on ``env``."""
   return SMALL_STEPS_BY_ENV.get(env, SMALL_STEPS)
-#: ``--with-dyna``: MBPO's rollout lengths and settings in the figure (small CPU scale).
-DYNA_HORIZONS = (1, 5)
-DYNA = dict(dyna_rollouts=32, dyna_retain=250)
 
 
 def figure1_spec(env: Optional[str] = None, steps: Optional[int] = None, seeds: int = 5,
@@ -82,7 +81,7 @@ def figure1_spec(env: Optional[str] = None, steps: Optional[int] = None, seeds: 
       step, as every other run of the figure).
   """
   small = preset == "default"
-  env = env or (SMALL_ENV if small else PAPER_ENV)
+  env = env or DEFAULT_ENV
   steps = steps or (small_steps(env) if small else None)
   critic = dict(expansions="critic", horizons=list(HORIZONS))
   learned = dict(critic, models="learned")
@@ -139,7 +138,7 @@ def reproduce_figure1(out_dir: str, env: Optional[str] = None, steps: Optional[i
     return plots.plot_all(df, d, band=band) + found.figure_for_sweep(d, d, settings)
 
   from mvelab.experiments.paper import THRESHOLDS  # steps to "solved" on the paper's tasks
-  env = env or (SMALL_ENV if preset == "default" else PAPER_ENV)
+  env = env or DEFAULT_ENV
   return run_spec(figure1_spec(env, steps, seeds, preset, retrace, dyna), "figure1", out_dir,
                   figures, threshold=THRESHOLDS.get(env), jobs=jobs,
                   executor=executor, progress=progress, job_fn=job_fn)
@@ -234,11 +233,11 @@ def _parser() -> argparse.ArgumentParser:
                       "reference paper's matrix on one of its tasks; `mvelab reproduce "
                       "model-error --help`: the model error x horizon grid)")
   parser.add_argument("--env", default=None,
-                      help=f"environment (default: {SMALL_ENV}, the paper's task, "
+                      help=f"environment (default: {DEFAULT_ENV}, the paper's task, "
                       "at both presets)")
   parser.add_argument("--steps", type=int, default=None,
                       help=f"environment steps per run (default: "
-                      f"{small_steps(SMALL_ENV)} on {SMALL_ENV}, {SMALL_STEPS} on other "
+                      f"{small_steps(DEFAULT_ENV)} on {DEFAULT_ENV}, {SMALL_STEPS} on other "
                       "envs; with --preset paper: the paper's budget for the env)")
   parser.add_argument("--seeds", type=int, default=5, help="seeds per run (default 5)")
   parser.add_argument("--preset", default="default", choices=["default", "paper"],
@@ -277,7 +276,7 @@ def main(argv=None) -> int:
             f"{', '.join(envs.ENVS)}", file=sys.stderr)
       return 2
   out = args.out or os.path.join(
-      "runs", f"figure1-{env or (SMALL_ENV if args.preset == 'default' else PAPER_ENV)}"
+      "runs", f"figure1-{env or DEFAULT_ENV}"
       f"-{args.preset}")
   return run_and_report(out, args, lambda executor: reproduce_figure1(
       out, env, args.steps, args.seeds, args.preset, args.jobs, retrace=not args.no_retrace,
