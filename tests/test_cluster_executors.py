@@ -2,6 +2,7 @@
 
 import json
 import os
+import signal
 import sys
 import time
 
@@ -133,6 +134,20 @@ def test_slurm_local_cancels_running_jobs_when_closed(importable_tests, tmp_path
   pytest.importorskip("submitit")
   from mvelab.experiments.slurm_executor import SlurmExecutor
   _check_close_cancels(SlurmExecutor(str(tmp_path / "slurm"), local=True), tmp_path)
+
+
+def test_slurm_local_cancels_even_when_started_with_sigint_ignored(importable_tests, tmp_path):
+  """A sweep started as ``cmd &`` from a script (or under nohup) ignores SIGINT, and its
+  children would too: submitit's local cancel (SIGINT to the job's controller) must still
+  end the job."""
+  pytest.importorskip("submitit")
+  from mvelab.experiments.slurm_executor import SlurmExecutor
+  previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+  try:
+    _check_close_cancels(SlurmExecutor(str(tmp_path / "slurm"), local=True), tmp_path)
+    assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN  # still ignored here
+  finally:
+    signal.signal(signal.SIGINT, previous)
 
 
 def test_slurm_local_real_sweep_then_rerun_skips(importable_tests, tmp_path, capsys):

@@ -7,13 +7,21 @@ run directory that has one). A job that fails outside ``fn`` (node failure, OOM 
 resubmitted ``retries`` times, then reported as a failed ``JobResult``. Closing the
 iterator cancels the jobs still queued or running. ``local=True`` uses submitit's local
 executor (subprocesses on this machine) with the same code path, for tests.
+
+submitit cancels a local job with SIGINT to its controller process. A process started
+with SIGINT ignored (``cmd &`` in a script, ``nohup``) passes that to its children, and
+the controller would then ignore the cancel and keep its job running: local jobs are
+therefore started with SIGINT at its default (:func:`_children_take_sigint`).
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import shutil
+import signal
+import threading
 import time
 from typing import Iterator, Optional, Sequence
 
@@ -55,6 +63,24 @@ def _submitit_fn(fn: JobFn, job: Job, env: dict) -> JobResult:
   compile_cache.enable(env.get("JAX_COMPILATION_CACHE_DIR"),
                        on=env.get("JAX_ENABLE_COMPILATION_CACHE") == "true")
   return call(fn, job)
+
+
+@contextlib.contextmanager
+def _children_take_sigint(on: bool = True):
+  """Processes started in this block get SIGINT at its default even if this one ignores
+  it. An ignored signal stays ignored across ``exec``, a handled one is reset to the
+  default, so a no-op handler stands in for ``SIG_IGN`` here (this process keeps
+  ignoring SIGINT). Only the main thread may change handlers; elsewhere this does
+  nothing."""
+  if (not on or threading.current_thread() is not threading.main_thread()
+      or signal.getsignal(signal.SIGINT) is not signal.SIG_IGN):
+    yield
+    return
+  signal.signal(signal.SIGINT, lambda signum, frame: None)
+  try:
+    yield
+  finally:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 class Resumable:
@@ -125,7 +151,8 @@ class SlurmExecutor:
     jobs = list(jobs)
     t0 = time.perf_counter()
     n = len(jobs)
-    handles = ex.map_array(Resumable(), [fn] * n, jobs, [self.env] * n) if jobs else []
+    with _children_take_sigint(self.local):
+      handles = ex.map_array(Resumable(), [fn] * n, jobs, [self.env] * n) if jobs else []
     pending = {h: (job, 0) for h, job in zip(handles, jobs)}
     try:
       while pending:
@@ -137,7 +164,8 @@ class SlurmExecutor:
           job, attempt = pending.pop(h)
           result, why = self._outcome(h)
           if result is None and attempt < self.retries:
-            pending[ex.submit(Resumable(), fn, job, self.env)] = (job, attempt + 1)
+            with _children_take_sigint(self.local):
+              pending[ex.submit(Resumable(), fn, job, self.env)] = (job, attempt + 1)
             continue
           yield result or failed(job, f"WorkerDied: Slurm job {h.job_id} ended without a "
                                  f"result ({attempt + 1} attempt(s)): {why}", t0)
