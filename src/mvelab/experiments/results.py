@@ -27,7 +27,7 @@ import pandas as pd
 
 from mvelab import runner
 from mvelab.config import Config
-from mvelab.experiments import stats
+from mvelab.experiments import matched, stats
 from mvelab.experiments._cli import Parser, UsageError, fail
 
 CONFIG_FIELDS = tuple(f.name for f in dataclasses.fields(Config))
@@ -448,8 +448,39 @@ def _parse_threshold(text: Optional[str]) -> Optional[float]:
   return value
 
 
+def _parse_match(args) -> Optional[tuple]:
+  """(metric, edges, after) of the --match options, or None; checks them all."""
+  if args.match is None:
+    if args.match_bins is not None:
+      raise UsageError("match_bins: needs --match METRIC")
+    return None
+  metric = matched.check_metric(args.match)
+  if args.match_bins is None:
+    raise UsageError("match_bins: --match needs bin edges (--match_bins E0 E1 ...)")
+  if not math.isfinite(args.match_after):
+    raise UsageError(f"match_after: must be a finite number, got {args.match_after!r}")
+  return metric, matched.check_edges(args.match_bins), args.match_after
+
+
+def _write_matched(df: pd.DataFrame, metric: str, edges: list, after: float,
+                   out: str) -> str:
+  """Prints the matched tables and writes matched_<metric>.csv; returns its path."""
+  table = matched.matched_returns(df, metric, edges, after)
+  print()
+  if table.empty:
+    print(f"--match {metric}: no evaluations at or after step {after:g} fall in the bins")
+  else:
+    print(f"mean eval return per {metric} bin (evaluations at env step >= {after:g}):")
+    print(matched.format_tables(table, matched.explained(df, metric, edges, after), metric))
+  path = os.path.join(out, f"matched_{metric}.csv")
+  _atomic(path, lambda p: table.to_csv(p, index=False))
+  return path
+
+
 def main(argv=None) -> int:
-  """``mvelab results DIR [--threshold X] [--out DIR2]``; returns the exit code.
+  """``mvelab results DIR [--threshold X] [--out DIR2] [--match M --match_bins ...]``.
+
+  Returns the exit code.
 
   Prints the summary table and the paths written; bad input prints one
   ``mvelab: error: ...`` line and returns 2.
@@ -462,9 +493,17 @@ def main(argv=None) -> int:
                       help="also report the first env step at which each seed's eval return "
                       "reaches this value")
   parser.add_argument("--out", default=None, help="where to write the tables (default: DIR)")
+  parser.add_argument("--match", default=None, metavar="METRIC",
+                      help="also tabulate the mean return per bin of this training metric "
+                      f"and per run ({', '.join(matched.MATCHABLE)}; matched_METRIC.csv)")
+  parser.add_argument("--match_bins", nargs="+", default=None, metavar="EDGE",
+                      help="bin edges for --match (at least two, increasing)")
+  parser.add_argument("--match_after", type=float, default=0.0, metavar="STEPS",
+                      help="--match uses only evaluations at or after this env step")
   try:
     args = parser.parse_args(sys.argv[1:] if argv is None else list(argv))
     threshold = _parse_threshold(args.threshold)
+    match = _parse_match(args)
   except UsageError as e:
     return fail(str(e))
   if not os.path.isdir(args.dir):
@@ -486,6 +525,11 @@ def main(argv=None) -> int:
   except OSError as e:
     return fail(f"out: cannot write the tables to {out!r}: {e.strerror or e}")
   print(format_summary(summary))
+  if match is not None:
+    try:
+      paths["matched"] = _write_matched(df, *match, out)
+    except OSError as e:
+      return fail(f"out: cannot write the matched table to {out!r}: {e.strerror or e}")
   print()
   for path in paths.values():
     print(f"wrote {path}")
