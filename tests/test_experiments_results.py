@@ -319,3 +319,18 @@ def test_main_reports_skipped_runs(tmp_path, capsys):
   assert results.main([str(tmp_path)]) == 0
   err = capsys.readouterr().err
   assert err.startswith("warning: skipping run 'bad'")
+
+
+def test_main_collects_several_dirs_into_one_table(tmp_path, capsys):
+  a = make_run(str(tmp_path / "a" / "runs" / "sac"), Config(env="pendulum"), {0: [1.0, 2.0, 3.0]})
+  make_run(str(tmp_path / "b" / "ove5"),
+           Config(env="pendulum", expansion="critic", model="oracle", horizon=5),
+           {0: [2.0, 3.0, 4.0]})
+  out = str(tmp_path / "out")
+  assert results.main([str(tmp_path / "a"), str(tmp_path / "b"), "--out", out]) == 0
+  summary = pd.read_csv(os.path.join(out, "summary.csv"))
+  assert sorted(summary["run"]) == ["a/runs/sac", "b/ove5"]
+  assert os.path.isdir(a)
+  # Several DIRs need --out: there is no single DIR to write into.
+  assert results.main([str(tmp_path / "a"), str(tmp_path / "b")]) == 2
+  assert "--out" in capsys.readouterr().err

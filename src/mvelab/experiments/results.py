@@ -448,6 +448,24 @@ def _parse_threshold(text: Optional[str]) -> Optional[float]:
   return value
 
 
+def _collect_all(dirs: list) -> pd.DataFrame:
+  """``collect`` of every DIR; with several, ``run`` is relative to their common parent."""
+  if len(dirs) == 1:
+    return collect(dirs[0])
+  base = os.path.commonpath([os.path.abspath(d) for d in dirs])
+  frames = []
+  for d in dirs:
+    df = collect(d)
+    prefix = os.path.relpath(os.path.abspath(d), base)
+    df["run"] = [os.path.normpath(os.path.join(prefix, r)) for r in df["run"]]
+    frames.append(df)
+  frames = [f for f in frames if len(f)]
+  if not frames:
+    return collect(dirs[0])
+  out = pd.concat(frames, ignore_index=True, sort=False)
+  return out.sort_values(["run", "seed", "env_steps"], kind="stable").reset_index(drop=True)
+
+
 def _parse_match(args) -> Optional[tuple]:
   """(metric, edges, after) of the --match options, or None; checks them all."""
   if args.match is None:
@@ -478,7 +496,7 @@ def _write_matched(df: pd.DataFrame, metric: str, edges: list, after: float,
 
 
 def main(argv=None) -> int:
-  """``mvelab results DIR [--threshold X] [--out DIR2] [--match M --match_bins ...]``.
+  """``mvelab results DIR [DIR ...] [--threshold X] [--out DIR2] [--match M --match_bins ...]``.
 
   Returns the exit code.
 
@@ -488,7 +506,9 @@ def main(argv=None) -> int:
   parser = Parser(prog="mvelab results",
                    description="Collect the run directories below DIR into results.parquet, "
                    "results.csv and summary.csv, and print a per-run summary.")
-  parser.add_argument("dir", metavar="DIR", help="a run directory or a tree of them (a sweep)")
+  parser.add_argument("dir", metavar="DIR", nargs="+",
+                      help="a run directory or a tree of them (a sweep); several DIRs are "
+                      "collected into one table (then --out is required)")
   parser.add_argument("--threshold", default=None,
                       help="also report the first env step at which each seed's eval return "
                       "reaches this value")
@@ -506,20 +526,24 @@ def main(argv=None) -> int:
     match = _parse_match(args)
   except UsageError as e:
     return fail(str(e))
-  if not os.path.isdir(args.dir):
-    return fail(f"dir: {args.dir!r} is not a directory")
-  if not find_runs(args.dir):
-    return fail(f"dir: no run directories (config.json + metrics.csv) under {args.dir!r}")
+  dirs = args.dir
+  for d in dirs:
+    if not os.path.isdir(d):
+      return fail(f"dir: {d!r} is not a directory")
+    if not find_runs(d):
+      return fail(f"dir: no run directories (config.json + metrics.csv) under {d!r}")
+  if len(dirs) > 1 and args.out is None:
+    return fail("out: give --out DIR2 when collecting several DIRs")
   with warnings.catch_warnings(record=True) as caught:
     warnings.simplefilter("always", RunSkippedWarning)
-    df = collect(args.dir)
+    df = _collect_all(dirs)
   for w in caught:
     if issubclass(w.category, RunSkippedWarning):
       print(f"warning: {w.message}", file=sys.stderr)
   if df.empty:
-    return fail(f"dir: no readable evaluations in the runs under {args.dir!r}")
+    return fail(f"dir: no readable evaluations in the runs under {' '.join(map(repr, dirs))}")
   summary = summarize(df, threshold)
-  out = args.out if args.out is not None else args.dir
+  out = args.out if args.out is not None else dirs[0]
   try:
     paths = write_tables(df, summary, out)
   except OSError as e:
@@ -534,8 +558,9 @@ def main(argv=None) -> int:
   for path in paths.values():
     print(f"wrote {path}")
   from mvelab.diagnostics import found
-  if found.summary_line(args.dir):
-    print(found.summary_line(args.dir))
+  for d in dirs:
+    if found.summary_line(d):
+      print(found.summary_line(d))
   return 0
 
 
