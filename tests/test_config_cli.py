@@ -76,6 +76,10 @@ def _mvelab(*args, cwd=None):
     (["train", "--exploration_noise", "0.2"], "exploration_noise"),
     (["train", "--ce_values", "direct"], "ce_values: only used by --expansion critic"),
     (["train", "--agent", "td3"], "td3"),
+    (["train", "--expansion", "critic", "--model", "learned", "--horizon", "3",
+      "--model_sampling", "random"], "random"),
+    (["train", "--expansion", "critic", "--model", "oracle", "--model_sampling", "balanced"],
+     "model_sampling: is a learned-model option"),
 ])
 def test_cli_bad_input_exit_2(args, needle, tmp_path):
   out = tmp_path / "run"

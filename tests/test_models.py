@@ -289,8 +289,10 @@ def _distinct_members_state(model, key):
   return state.replace(params=params)
 
 
-def test_ensemble_rollout_member_selection_and_shapes():
-  model = EnsembleModel(never_terminates, OBS, ACT, hidden_sizes=(32, 32), num_members=5)
+@pytest.mark.parametrize("sampling", ["iid", "balanced"])
+def test_ensemble_rollout_member_selection_and_shapes(sampling):
+  model = EnsembleModel(never_terminates, OBS, ACT, hidden_sizes=(32, 32), num_members=5,
+                        sampling=sampling)
   assert implements_protocol(model)
   assert model.name == "learned" and not model.needs_sim
   state = _distinct_members_state(model, jax.random.PRNGKey(0))
@@ -323,6 +325,35 @@ def test_ensemble_rollout_member_selection_and_shapes():
     assert np.abs(np.asarray(s.obs) - np.asarray(ro.obs)).max(axis=(1, 2)).max() > 1e-3
 
 
+def test_balanced_member_prediction_is_one_member_per_row_uniform_and_balanced():
+  """``sampling="balanced"``: every row gets exactly one member's prediction, every member
+  gets B/E rows give or take the padding, and over keys each row's member is uniform."""
+  e, b = 5, 23  # G = 5 slots per member, 2 of the 25 slots are padding
+  model = EnsembleModel(never_terminates, OBS, ACT, hidden_sizes=(32, 32), num_members=e,
+                        sampling="balanced")
+  state = model.init(jax.random.PRNGKey(0))
+  stats = normalization.init(OBS)
+  obs = jax.random.normal(jax.random.PRNGKey(1), (b, OBS))
+  act = jax.random.uniform(jax.random.PRNGKey(2), (b, ACT), minval=-1, maxval=1)
+  every_mean, every_logvar = model.apply(state.params, stats, obs, act)  # [E, B, D]
+  keys = jax.random.split(jax.random.PRNGKey(3), 400)
+  mean, logvar = jax.jit(jax.vmap(
+      lambda k: model.member_prediction(state.params, stats, obs, act, k)))(keys)
+  # [K, E, B]: does member e's prediction equal row b's output under key k?
+  same = np.all(np.abs(np.asarray(mean)[:, None] - np.asarray(every_mean)[None]) < 1e-5,
+                axis=-1) & np.all(np.abs(np.asarray(logvar)[:, None]
+                                         - np.asarray(every_logvar)[None]) < 1e-5, axis=-1)
+  assert (same.sum(axis=1) == 1).all()  # exactly one member per row and key
+  counts = same.sum(axis=2)  # [K, E] rows per member
+  assert counts.min() >= 3 and counts.max() == 5 and (counts.sum(axis=1) == b).all()
+  freq = same.mean(axis=0)  # [E, B]: each row's member frequency over 400 keys
+  assert np.abs(freq - 1 / e).max() < 0.1  # 5 binomial sds at p = 0.2, n = 400
+  # Different keys pick different members; the same key the same ones.
+  assert len({tuple(np.argmax(same[k], axis=0)) for k in range(10)}) == 10
+  again = jax.jit(model.member_prediction)(state.params, stats, obs, act, keys[0])
+  np.testing.assert_allclose(again[0], mean[0], atol=1e-5)  # vmap may reorder the sums
+
+
 def test_ensemble_logvar_bounds():
   model = EnsembleModel(never_terminates, OBS, ACT, hidden_sizes=(32, 32), num_members=3)
   state = model.init(jax.random.PRNGKey(0))
@@ -339,8 +370,10 @@ def test_ensemble_logvar_bounds():
   assert float(logvar.min()) < -9.0 and float(logvar.max()) > 0.4  # both bounds active
 
 
-def test_ensemble_rollout_gradients_and_freezing():
-  model = EnsembleModel(box_terminates, OBS, ACT, hidden_sizes=(32, 32), num_members=5)
+@pytest.mark.parametrize("sampling", ["iid", "balanced"])
+def test_ensemble_rollout_gradients_and_freezing(sampling):
+  model = EnsembleModel(box_terminates, OBS, ACT, hidden_sizes=(32, 32), num_members=5,
+                        sampling=sampling)
   state = model.init(jax.random.PRNGKey(0))
   stats = normalization.init(OBS)
   obs = jnp.linspace(-1.4, 1.4, B)[:, None] * jnp.array([1.0, 0.5, -0.5])
@@ -398,6 +431,9 @@ def test_make_model(pendulum):
   assert model.learning_rate == 3e-4 and model.batch_size == 256
   with pytest.raises(ConfigError, match=r"model.*'sim'.*oracle, learned"):
     make_model("sim", pendulum)
+  assert make_model("learned", pendulum, sampling="balanced").sampling == "balanced"
+  with pytest.raises(ConfigError, match=r"sampling.*'random'.*iid, balanced"):
+    make_model("learned", pendulum, sampling="random")
   with pytest.raises(ConfigError, match="num_member"):
     make_model("learned", pendulum, num_member=3)
   with pytest.raises(ConfigError, match="hidden_sizes"):

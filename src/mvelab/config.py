@@ -154,6 +154,11 @@ class Config:
   model_schedule: Optional[Literal["fixed", "paper"]] = None
   """Learned model training: 'fixed' (model_updates_per_step per collected transition) or
   'paper' (one epoch over the replay buffer per environment step; very expensive)."""
+  model_sampling: Optional[Literal["iid", "balanced"]] = None
+  """Learned model rollouts: each row's member at each step. 'iid' (the reference's): a
+  uniformly random member per row, computed by evaluating every member on every row;
+  'balanced': a random permutation of the rows cut into one equal group per member (each
+  row's member is still uniform and fresh every step; 1/members of the model work)."""
   model_updates_per_step: Optional[int] = None
   """Learned model, 'fixed' schedule: model updates per collected transition."""
   model_warmup_updates: Optional[int] = None
@@ -191,7 +196,7 @@ _DEFAULT = dict(
     alpha_param="log_alpha", std_param="log_std", bias_init=0.0)
 _DEFAULT_MODEL = dict(model_hidden_sizes=(128, 128), model_members=5, model_lr=1e-3,
                       model_batch_size=256, model_schedule="fixed", model_updates_per_step=1,
-                      model_warmup_updates=1000)
+                      model_warmup_updates=1000, model_sampling="iid")
 
 # The reference paper's settings (paper-and-official-code.md §4, §5, §10, §14).
 _PAPER = dict(
@@ -202,7 +207,7 @@ _PAPER = dict(
     alpha_param="alpha", std_param="softplus", bias_init=0.1)
 _PAPER_MODEL = dict(model_hidden_sizes=(256, 256, 256, 256), model_members=5, model_lr=3e-4,
                     model_batch_size=256, model_schedule="paper", model_updates_per_step=1,
-                    model_warmup_updates=0)
+                    model_warmup_updates=0, model_sampling="iid")
 MODEL_FIELDS = tuple(_DEFAULT_MODEL)
 
 _LOCOMOTION = dict(total_steps=1_000_000, num_envs=128, warmup_steps=65_536,
@@ -395,6 +400,7 @@ def _validate_expansion(cfg: Config) -> None:
       _pos_int(name, getattr(cfg, name))
     _pos_float("model_lr", cfg.model_lr)
     check_choice("model_schedule", cfg.model_schedule, ("fixed", "paper"))
+    check_choice("model_sampling", cfg.model_sampling, ("iid", "balanced"))
     w = cfg.model_warmup_updates
     if isinstance(w, bool) or not isinstance(w, int) or w < 0:
       raise ConfigError(f"model_warmup_updates: must be a non-negative integer, got {w!r}")

@@ -130,7 +130,8 @@ def make_programs(cfg: Config, env: Env | None = None) -> Programs:
     options = dict(error=cfg.model_error, error_scale=cfg.model_error_scale) if (
         cfg.model == "oracle") else dict(
         hidden_sizes=cfg.model_hidden_sizes, num_members=cfg.model_members,
-        learning_rate=cfg.model_lr, batch_size=cfg.model_batch_size)
+        learning_rate=cfg.model_lr, batch_size=cfg.model_batch_size,
+        sampling=cfg.model_sampling)
     model = models.make_model(cfg.model, env, **options)
   return Programs(cfg, env, nets, model)
 

@@ -16,8 +16,10 @@ from mvelab.models.perturbed import PerturbedOracle, one_step_error
 MODEL_OPTIONS: dict[str, dict] = {
     "oracle": dict(error="none", error_scale=0.0),
     "learned": dict(hidden_sizes=(256, 256, 256, 256), num_members=5, learning_rate=3e-4,
-                    batch_size=256),
+                    batch_size=256, sampling="iid"),
 }
+#: How a learned model's rollouts pick each row's member (models/ensemble.py).
+MEMBER_SAMPLING = ("iid", "balanced")
 
 
 def make_model(name: str, env, **options) -> DynamicsModel:
@@ -27,7 +29,7 @@ def make_model(name: str, env, **options) -> DynamicsModel:
     name: ``"oracle"`` (the true simulator) or ``"learned"`` (probabilistic ensemble).
     env: the environment (an :class:`~mvelab.envs.base.Env`).
     **options: for ``"learned"``: ``hidden_sizes``, ``num_members``, ``learning_rate``,
-      ``batch_size`` (``None`` means the default). ``"oracle"``: ``error`` ("none",
+      ``batch_size``, ``sampling`` (``MEMBER_SAMPLING``; ``None`` means the default). ``"oracle"``: ``error`` ("none",
       "physics" or "noise") and ``error_scale`` (a :class:`PerturbedOracle` unless
       ``error`` is "none").
 
@@ -52,6 +54,7 @@ def make_model(name: str, env, **options) -> DynamicsModel:
   resolved = {**allowed, **{k: v for k, v in options.items() if v is not None}}
   check_positive("num_members", resolved["num_members"])
   check_positive("batch_size", resolved["batch_size"])
+  check_choice("sampling", resolved["sampling"], MEMBER_SAMPLING)
   hidden = resolved["hidden_sizes"]
   if isinstance(hidden, (str, bytes)) or not hasattr(hidden, "__iter__") or any(
       isinstance(w, bool) or not isinstance(w, int) or w <= 0 for w in hidden):
@@ -65,4 +68,4 @@ def make_model(name: str, env, **options) -> DynamicsModel:
 
 __all__ = ["Rollout", "DynamicsModel", "PolicyFn", "OracleModel", "PerturbedOracle",
            "one_step_error", "EnsembleModel",
-           "EnsembleState", "MODEL_OPTIONS", "make_model", "masked_rollout"]
+           "EnsembleState", "MODEL_OPTIONS", "MEMBER_SAMPLING", "make_model", "masked_rollout"]

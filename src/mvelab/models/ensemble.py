@@ -15,11 +15,22 @@ Loss (Gaussian NLL without the 1/2 and constants), mean over members and batch::
 
   L = mean_{e,b} sum_d [lv + (mu - y)^2 exp(-lv)] + 0.01 (sum max - sum min)
 
-Rollouts sample every step from ONE member drawn uniformly at random per row and per step
-(``o' = o + mu + sigma eps``, ``r`` likewise). The reference samples every member and then
-picks one; drawing the member first and sampling only its Gaussian has the same
-distribution and is what is done here. Termination comes from the environment's true
-``termination_fn``. Model parameters are ``stop_gradient``-ed inside rollouts.
+Rollouts sample every step from ONE member per row, fresh at every step
+(``o' = o + mu + sigma eps``, ``r`` likewise). Two ways to choose it (``sampling``):
+
+* ``"iid"`` (the reference's): a uniformly random member per row, independently across
+  rows. The reference samples every member and then picks one; here every member's mean
+  and log-variance are computed for every row (``E`` times the work of one member), the
+  member is drawn, and only its Gaussian is sampled: the same distribution.
+* ``"balanced"``: a random permutation of the ``B`` rows (padded to ``E·G``,
+  ``G = ceil(B / E)``) is cut into ``E`` groups of ``G`` slots, and member ``e`` predicts
+  only its own group (PETS's per-step shuffle). Each row's member is still uniform and
+  fresh at every step, so each row's target has the same distribution as with ``"iid"``;
+  only the joint draw differs (every member gets ``B/E`` rows, give or take the padding).
+  It costs one member's work on ``E·G`` rows instead of all ``E`` members' on ``B``.
+
+Termination comes from the environment's true ``termination_fn``. Model parameters are
+``stop_gradient``-ed inside rollouts.
 """
 
 from __future__ import annotations
@@ -74,6 +85,8 @@ class EnsembleModel:
     learning_rate: Adam learning rate.
     batch_size: minibatch size the caller should sample for :meth:`update`
       (informational: ``update`` trains on whatever batch it is given).
+    sampling: how rollouts pick each row's member, ``"iid"`` or ``"balanced"`` (module
+      docstring).
   """
 
   termination_fn: Callable[[Array, Array, Array], Array]
@@ -83,6 +96,7 @@ class EnsembleModel:
   num_members: int = 5
   learning_rate: float = 3e-4
   batch_size: int = 256
+  sampling: str = "iid"
   name: ClassVar[str] = "learned"
   needs_sim: ClassVar[bool] = False
 
@@ -246,15 +260,11 @@ class EnsembleModel:
     params = jax.lax.stop_gradient(model_state.params)
     obs_stats = jax.lax.stop_gradient(obs_stats)
     termination_fn = jax.vmap(self.termination_fn)
-    num_members, obs_size = self.num_members, self.obs_size
+    obs_size = self.obs_size
 
     def transition(state, obs, action, key):
       member_key, noise_key = jax.random.split(key)
-      mean, logvar = self.apply(params, obs_stats, obs, action)  # [E, B, D]
-      batch = obs.shape[0]
-      member = jax.random.randint(member_key, (batch,), 0, num_members)
-      rows = jnp.arange(batch)
-      mean, logvar = mean[member, rows], logvar[member, rows]  # [B, D]
+      mean, logvar = self.member_prediction(params, obs_stats, obs, action, member_key)
       eps = jax.random.normal(noise_key, mean.shape, jnp.float32)
       sample = mean + jnp.exp(0.5 * logvar) * eps
       next_obs = obs + sample[:, :obs_size]
@@ -263,6 +273,38 @@ class EnsembleModel:
       return state, next_obs, reward, terminated
 
     return transition
+
+  def member_prediction(self, params: Any, obs_stats: RunningStats, obs: Array,
+                        action: Array, key: Array) -> tuple[Array, Array]:
+    """One member's ``(mean, logvar)`` per row, each ``[B, D]``, chosen by ``sampling``.
+
+    Args:
+      params: ``EnsembleState.params``.
+      obs_stats: observation normaliser statistics.
+      obs: ``[B, O]`` raw observations.
+      action: ``[B, A]`` actions.
+      key: PRNG key of the member choice.
+    """
+    if self.sampling == "balanced":
+      return self._balanced_prediction(params, obs_stats, obs, action, key)
+    mean, logvar = self.apply(params, obs_stats, obs, action)  # [E, B, D]
+    batch = obs.shape[0]
+    member = jax.random.randint(key, (batch,), 0, self.num_members)
+    rows = jnp.arange(batch)
+    return mean[member, rows], logvar[member, rows]
+
+  def _balanced_prediction(self, params, obs_stats, obs, action, key):
+    """``"balanced"`` sampling: a random permutation of the rows, ``E`` equal groups."""
+    e, b = self.num_members, obs.shape[0]
+    slots = e * -(-b // e)  # E·G, G = ceil(B / E)
+    pad = lambda x: jnp.concatenate([x, jnp.zeros((slots - b,) + x.shape[1:], x.dtype)])
+    row_of_slot = jax.random.permutation(key, slots)  # rows >= B are padding
+    grouped = lambda x: pad(x)[row_of_slot].reshape((e, slots // e) + x.shape[1:])
+    mean, logvar = self.apply_own_member(params, obs_stats, grouped(obs),
+                                         grouped(jnp.asarray(action, jnp.float32)))
+    slot_of_row = jnp.argsort(row_of_slot)[:b]
+    flat = lambda x: x.reshape((slots,) + x.shape[2:])[slot_of_row]
+    return flat(mean), flat(logvar)
 
   def sample_rollouts(self, model_state: EnsembleState, obs_stats: RunningStats,
                       obs: Array, sim: Any, policy_fn: PolicyFn, key: Array, horizon: int,
