@@ -11,6 +11,7 @@ import pytest
 
 from mvelab import config as config_lib
 from mvelab.config import Config
+from mvelab.errors import ConfigError
 from mvelab.experiments import paper
 from mvelab.experiments.executor import SerialExecutor
 from mvelab.experiments.spec import parse_spec
@@ -35,7 +36,7 @@ TASKS.update(paper_hopper=LOCOMOTION, paper_walker2d=LOCOMOTION,
              paper_halfcheetah=dict(LOCOMOTION, action_repeat=1, episode_length=1000,
                                     gamma=0.95, batch_size=512))
 MODEL = dict(model_hidden_sizes=(256, 256, 256, 256), model_members=5, model_lr=3e-4,
-             model_batch_size=256, model_schedule="paper")
+             model_batch_size=256, model_schedule="paper", model_sampling="iid")
 
 
 @pytest.mark.parametrize("env", sorted(TASKS))
@@ -92,11 +93,18 @@ def test_matrix_is_the_reference_one():
 
 
 def test_model_schedule_only_on_learned_runs():
-  spec = parse_spec(paper.paper_spec(parts=("ce", "retrace"), model_schedule="fixed"))
+  spec = parse_spec(paper.paper_spec(parts=("ce", "retrace"), model_schedule="fixed",
+                                     model_sampling="balanced"))
   for r in spec.runs:
     cfg = config_lib.resolve(r.config)
     assert cfg.model_schedule == ("fixed" if cfg.model == "learned" else None)
+    assert cfg.model_sampling == ("balanced" if cfg.model == "learned" else None)
   assert len(spec.runs) == 1 + 2 * 6 + 6
+  spec = parse_spec(paper.paper_spec(parts=("ce",), model_sampling="balanced"))
+  learned = [config_lib.resolve(r.config) for r in spec.runs if r.config.model == "learned"]
+  assert len(learned) == 6 and all(c.model_schedule == "paper" for c in learned)
+  with pytest.raises(ConfigError, match="model_sampling: must be iid or balanced"):
+    paper.paper_spec(model_sampling="random")
 
 
 def test_pipeline_writes_ce_and_ae_figures(tmp_path):

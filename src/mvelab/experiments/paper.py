@@ -12,7 +12,9 @@ for each, and the cost vs H.
 ``--parts`` and ``--models`` pick a sub-matrix (e.g. ``--parts ce,retrace`` is "the CE
 part"); ``--model-schedule fixed`` replaces the paper's learned-model schedule (one epoch
 over the whole buffer after every environment step, which dominates the run time on a
-CPU) with a fixed number of model updates per step.
+CPU) with a fixed number of model updates per step, and ``--model-sampling balanced``
+replaces the reference's member choice (every member evaluated on every imagined row) with
+one that evaluates each member on its own share of the rows only (models/ensemble.py).
 """
 
 from __future__ import annotations
@@ -45,7 +47,8 @@ def _check_list(name: str, values: Sequence, allowed: Sequence) -> list:
 def paper_spec(env: str = DEFAULT_ENV, seeds: int = 5, agents: Sequence = ("sac",),
                parts: Sequence = PARTS, models: Sequence = MODELS,
                horizons: Sequence = HORIZONS, steps: Optional[int] = None,
-               model_schedule: Optional[str] = None) -> dict:
+               model_schedule: Optional[str] = None,
+               model_sampling: Optional[str] = None) -> dict:
   """The sweep spec (a mapping, see docs/sweeps.md) of the paper's matrix on ``env``.
 
   Every run uses ``presets: [paper]``; each agent gets its H = 0 baseline (the reference
@@ -66,6 +69,8 @@ def paper_spec(env: str = DEFAULT_ENV, seeds: int = 5, agents: Sequence = ("sac"
     raise ConfigError(f"horizons: must be positive integers, got {horizons}")
   if model_schedule not in (None, "fixed", "paper"):
     raise ConfigError(f"model_schedule: must be fixed or paper, got {model_schedule!r}")
+  if model_sampling not in (None, "iid", "balanced"):
+    raise ConfigError(f"model_sampling: must be iid or balanced, got {model_sampling!r}")
   runs = []
   for agent in agents:
     runs.append(dict(agents=agent, expansions="none"))
@@ -77,10 +82,12 @@ def paper_spec(env: str = DEFAULT_ENV, seeds: int = 5, agents: Sequence = ("sac"
   spec = dict(name=f"paper-{env}", envs=[env], presets=["paper"], seeds=seeds, runs=runs)
   if steps is not None:
     spec["steps"] = steps
-  if model_schedule is not None and "learned" in models:
+  learned = {k: v for k, v in (("model_schedule", model_schedule),
+                                ("model_sampling", model_sampling)) if v is not None}
+  if learned and "learned" in models:
     # Only runs with the learned model take model options; the spec applies block
     # overrides to every run of a block, so learned runs get blocks of their own.
-    spec["runs"] = _split_learned(runs, dict(model_schedule=model_schedule))
+    spec["runs"] = _split_learned(runs, learned)
   return spec
 
 
@@ -102,7 +109,7 @@ def reproduce_paper(out_dir: str, env: str = DEFAULT_ENV, seeds: int = 5,
                     agents: Sequence = ("sac",), parts: Sequence = PARTS,
                     models: Sequence = MODELS, horizons: Sequence = HORIZONS,
                     steps: Optional[int] = None, model_schedule: Optional[str] = None,
-                    threshold: Optional[float] = None, jobs: Optional[int] = None,
+                    model_sampling: Optional[str] = None, threshold: Optional[float] = None, jobs: Optional[int] = None,
                     band: str = "std", progress: bool = True, executor=None,
                     job_fn=None) -> dict:
   """Writes the spec, runs the sweep (resumable), the table and the figures.
@@ -115,7 +122,8 @@ def reproduce_paper(out_dir: str, env: str = DEFAULT_ENV, seeds: int = 5,
 
   if isinstance(seeds, bool) or not isinstance(seeds, int) or seeds <= 0:
     raise ConfigError(f"seeds: must be a positive integer, got {seeds!r}")
-  data = paper_spec(env, seeds, agents, parts, models, horizons, steps, model_schedule)
+  data = paper_spec(env, seeds, agents, parts, models, horizons, steps, model_schedule,
+                    model_sampling)
   return reproduce.run_spec(
       data, "paper", out_dir, lambda df, d: write_figures(df, d, band),
       threshold=THRESHOLDS.get(env) if threshold is None else threshold, jobs=jobs,
@@ -169,6 +177,11 @@ def _parser() -> argparse.ArgumentParser:
   parser.add_argument("--model-schedule", default=None, choices=["fixed", "paper"],
                       help="learned-model schedule (default paper: one epoch over the "
                       "buffer per env step; fixed: one update per env step)")
+  parser.add_argument("--model-sampling", default=None, choices=["iid", "balanced"],
+                      help="learned-model member per imagined row (default iid, the "
+                      "reference's: every member evaluated on every row; balanced: each "
+                      "member on its own 1/members of the rows, the same per-row "
+                      "distribution at a fraction of the cost)")
   parser.add_argument("--threshold", type=float, default=None,
                       help="return for steps-to-threshold (default: "
                       + ", ".join(f"{k} {v:g}" for k, v in THRESHOLDS.items()) + ")")
@@ -188,5 +201,6 @@ def main(argv=None) -> int:
   out = args.out or os.path.join("runs", f"paper-{args.env}")
   return reproduce.run_and_report(out, args, lambda executor: reproduce_paper(
       out, args.env, args.seeds, args.agents, args.parts, args.models, args.horizons,
-      args.steps, args.model_schedule, args.threshold, args.jobs, args.band,
+      args.steps, args.model_schedule, args.model_sampling, args.threshold, args.jobs,
+      args.band,
       progress=not args.quiet, executor=executor))
