@@ -80,6 +80,8 @@ def _mvelab(*args, cwd=None):
       "--model_sampling", "random"], "random"),
     (["train", "--expansion", "critic", "--model", "oracle", "--model_sampling", "balanced"],
      "model_sampling: is a learned-model option"),
+    (["train", "--expansion", "steve", "--model", "learned", "--horizon", "2",
+      "--model_sampling", "balanced"], "model_sampling: STEVE"),
 ])
 def test_cli_bad_input_exit_2(args, needle, tmp_path):
   out = tmp_path / "run"

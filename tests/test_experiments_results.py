@@ -96,6 +96,11 @@ def sweep(tmp_path_factory):
      "OVE H=2 P=4 TD-k"),
     (dict(expansion="critic", model="learned", horizon=3, ce_values="direct"),
      "MVE H=3 direct"),
+    (dict(expansion="critic", model="learned", horizon=10, model_sampling="balanced"),
+     "MVE H=10 balanced"),
+    (dict(expansion="critic", model="learned", horizon=10, model_sampling="iid"), "MVE H=10"),
+    (dict(expansion="dyna", model="learned", horizon=5, model_sampling="balanced"),
+     "MBPO k=5 balanced"),
 ])
 def test_run_label(kwargs, want):
   assert results.run_label(Config(**kwargs).to_dict()) == want

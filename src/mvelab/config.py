@@ -401,6 +401,10 @@ def _validate_expansion(cfg: Config) -> None:
     _pos_float("model_lr", cfg.model_lr)
     check_choice("model_schedule", cfg.model_schedule, ("fixed", "paper"))
     check_choice("model_sampling", cfg.model_sampling, ("iid", "balanced"))
+    if cfg.model_sampling == "balanced" and cfg.expansion == "steve":
+      raise ConfigError("model_sampling: STEVE rolls every ensemble member on every row "
+                        "(one rollout per member); balanced applies to critic, actor and "
+                        "dyna rollouts only")
     w = cfg.model_warmup_updates
     if isinstance(w, bool) or not isinstance(w, int) or w < 0:
       raise ConfigError(f"model_warmup_updates: must be a non-negative integer, got {w!r}")

@@ -125,9 +125,11 @@ def run_label(config: Mapping) -> str:
   ``SAC`` / ``DDPG`` without expansion; ``MVE H=5`` (critic expansion, learned model),
   ``OVE H=5`` (critic, oracle), ``VG-oracle H=3`` / ``VG-learned H=3`` (actor expansion),
   ``Retrace H=3``; DDPG variants are prefixed ``DDPG-``. Non-default trace coefficient,
-  particle count, TD-k and critic-expansion value mode are appended (`` lam=0.9``,
-  `` P=4``, `` TD-k``, `` direct``).
+  particle count, TD-k, critic-expansion value mode and the learned model's balanced
+  member sampling are appended (`` lam=0.9``, `` P=4``, `` TD-k``, `` direct``,
+  `` balanced``).
   """
+  sampling = " balanced" if config.get("model_sampling") == "balanced" else ""
   agent = config.get("agent") or "sac"
   expansion = config.get("expansion") or "none"
   model = config.get("model")
@@ -143,7 +145,7 @@ def run_label(config: Mapping) -> str:
   elif expansion == "steve":
     name = f"STEVE-{model}"
   elif expansion == "dyna":
-    return (("MBPO" if model == "learned" else f"MBPO-{model}") + f" k={horizon}"
+    return (("MBPO" if model == "learned" else f"MBPO-{model}") + f" k={horizon}" + sampling
             + ("" if agent == "sac" else f" ({agent.upper()})"))
   else:
     name = str(expansion)
@@ -160,6 +162,7 @@ def run_label(config: Mapping) -> str:
   ce_values = config.get("ce_values", "control_variate")
   if ce_values not in (None, "control_variate"):
     name += f" {ce_values}"
+  name += sampling
   return name if agent == "sac" else f"{agent.upper()}-{name}"
 
 
