@@ -103,7 +103,7 @@ def test_model_schedule_only_on_learned_runs():
   spec = parse_spec(paper.paper_spec(parts=("ce",), model_sampling="balanced"))
   learned = [config_lib.resolve(r.config) for r in spec.runs if r.config.model == "learned"]
   assert len(learned) == 6 and all(c.model_schedule == "paper" for c in learned)
-  with pytest.raises(ConfigError, match="model_sampling: must be iid or balanced"):
+  with pytest.raises(ConfigError, match="model_sampling: unknown value 'random'; allowed: iid, balanced"):
     paper.paper_spec(model_sampling="random")
 
 

@@ -26,6 +26,8 @@ from mvelab.errors import ConfigError, check_choice
 PRESETS = ("default", "paper")
 #: Critic-expansion value estimators (``Config.ce_values``; agents/expansion.py).
 CE_VALUES = ("control_variate", "direct")
+#: How a learned model's rollouts pick each imagined row's member (models/ensemble.py).
+MODEL_SAMPLING = ("iid", "balanced")
 EXPANSIONS = ("none", "critic", "actor", "retrace", "steve", "dyna")
 #: Expansions that roll a dynamics model (``--model`` required).
 MODEL_EXPANSIONS = ("critic", "actor", "steve", "dyna")
@@ -400,7 +402,7 @@ def _validate_expansion(cfg: Config) -> None:
       _pos_int(name, getattr(cfg, name))
     _pos_float("model_lr", cfg.model_lr)
     check_choice("model_schedule", cfg.model_schedule, ("fixed", "paper"))
-    check_choice("model_sampling", cfg.model_sampling, ("iid", "balanced"))
+    check_choice("model_sampling", cfg.model_sampling, MODEL_SAMPLING)
     if cfg.model_sampling == "balanced" and cfg.expansion == "steve":
       raise ConfigError("model_sampling: STEVE rolls every ensemble member on every row "
                         "(one rollout per member); balanced applies to critic, actor and "

@@ -23,7 +23,8 @@ import argparse
 import os
 from typing import Optional, Sequence
 
-from mvelab.errors import ConfigError
+from mvelab.config import MODEL_SAMPLING
+from mvelab.errors import ConfigError, check_choice
 
 HORIZONS = (1, 3, 5, 10, 20, 30)
 PARTS = ("ce", "ae", "retrace")
@@ -69,8 +70,8 @@ def paper_spec(env: str = DEFAULT_ENV, seeds: int = 5, agents: Sequence = ("sac"
     raise ConfigError(f"horizons: must be positive integers, got {horizons}")
   if model_schedule not in (None, "fixed", "paper"):
     raise ConfigError(f"model_schedule: must be fixed or paper, got {model_schedule!r}")
-  if model_sampling not in (None, "iid", "balanced"):
-    raise ConfigError(f"model_sampling: must be iid or balanced, got {model_sampling!r}")
+  if model_sampling is not None:
+    check_choice("model_sampling", model_sampling, MODEL_SAMPLING)
   runs = []
   for agent in agents:
     runs.append(dict(agents=agent, expansions="none"))
@@ -109,9 +110,9 @@ def reproduce_paper(out_dir: str, env: str = DEFAULT_ENV, seeds: int = 5,
                     agents: Sequence = ("sac",), parts: Sequence = PARTS,
                     models: Sequence = MODELS, horizons: Sequence = HORIZONS,
                     steps: Optional[int] = None, model_schedule: Optional[str] = None,
-                    model_sampling: Optional[str] = None, threshold: Optional[float] = None, jobs: Optional[int] = None,
-                    band: str = "std", progress: bool = True, executor=None,
-                    job_fn=None) -> dict:
+                    model_sampling: Optional[str] = None, threshold: Optional[float] = None,
+                    jobs: Optional[int] = None, band: str = "std", progress: bool = True,
+                    executor=None, job_fn=None) -> dict:
   """Writes the spec, runs the sweep (resumable), the table and the figures.
 
   Returns:
@@ -177,7 +178,7 @@ def _parser() -> argparse.ArgumentParser:
   parser.add_argument("--model-schedule", default=None, choices=["fixed", "paper"],
                       help="learned-model schedule (default paper: one epoch over the "
                       "buffer per env step; fixed: one update per env step)")
-  parser.add_argument("--model-sampling", default=None, choices=["iid", "balanced"],
+  parser.add_argument("--model-sampling", default=None, choices=list(MODEL_SAMPLING),
                       help="learned-model member per imagined row (default iid, the "
                       "reference's: every member evaluated on every row; balanced: each "
                       "member on its own 1/members of the rows, the same per-row "

@@ -6,6 +6,7 @@ builds one by name (``"oracle"`` or ``"learned"``).
 
 from __future__ import annotations
 
+from mvelab.config import MODEL_SAMPLING as MEMBER_SAMPLING
 from mvelab.errors import ConfigError, check_choice, check_positive
 from mvelab.models.base import DynamicsModel, PolicyFn, Rollout
 from mvelab.models.ensemble import EnsembleModel, EnsembleState
@@ -18,8 +19,6 @@ MODEL_OPTIONS: dict[str, dict] = {
     "learned": dict(hidden_sizes=(256, 256, 256, 256), num_members=5, learning_rate=3e-4,
                     batch_size=256, sampling="iid"),
 }
-#: How a learned model's rollouts pick each row's member (models/ensemble.py).
-MEMBER_SAMPLING = ("iid", "balanced")
 
 
 def make_model(name: str, env, **options) -> DynamicsModel:
@@ -29,8 +28,8 @@ def make_model(name: str, env, **options) -> DynamicsModel:
     name: ``"oracle"`` (the true simulator) or ``"learned"`` (probabilistic ensemble).
     env: the environment (an :class:`~mvelab.envs.base.Env`).
     **options: for ``"learned"``: ``hidden_sizes``, ``num_members``, ``learning_rate``,
-      ``batch_size``, ``sampling`` (``MEMBER_SAMPLING``; ``None`` means the default). ``"oracle"``: ``error`` ("none",
-      "physics" or "noise") and ``error_scale`` (a :class:`PerturbedOracle` unless
+      ``batch_size``, ``sampling`` (``MEMBER_SAMPLING``; ``None`` means the default).
+      ``"oracle"``: ``error`` ("none", "physics" or "noise") and ``error_scale`` (a :class:`PerturbedOracle` unless
       ``error`` is "none").
 
   Returns:
@@ -68,4 +67,5 @@ def make_model(name: str, env, **options) -> DynamicsModel:
 
 __all__ = ["Rollout", "DynamicsModel", "PolicyFn", "OracleModel", "PerturbedOracle",
            "one_step_error", "EnsembleModel",
-           "EnsembleState", "MODEL_OPTIONS", "MEMBER_SAMPLING", "make_model", "masked_rollout"]
+           "EnsembleState", "MODEL_OPTIONS", "MEMBER_SAMPLING", "make_model",
+           "masked_rollout"]
