@@ -152,3 +152,41 @@ def test_variants_are_not_pooled(tmp_path):
   extra = df[df["label"] == "MVE H=5"].assign(run="pendulum-mve5-p4", label="MVE H=5 P=4")
   with pytest.warns(UserWarning, match="MVE H=5 P=4"):
     _check_outputs(plots.figure1(pd.concat([df, extra]), tmp_path / "v.png"), "v")
+
+
+def test_performance_from_summary_draws_the_per_seed_points(tmp_path, monkeypatch):
+  """The summary rows of ``results.summarize`` give the very points the per-seed figure
+  draws (final and AUC mean +- std per kind and horizon)."""
+  from mvelab.experiments import results
+  table = _table(seeds=3, evals=6)
+  table["status"], table["preset"], table["diverged"] = "done", "default", False
+  summary = results.summarize(table)
+  drawn = []
+  real_panel = plots._horizon_panel
+  monkeypatch.setattr(plots, "_horizon_panel",
+                      lambda ax, stats, names: (drawn.append(stats),
+                                                real_panel(ax, stats, names))[1])
+  plots.performance_vs_horizon(table, tmp_path / "seeds.png")
+  paths = plots.performance_vs_horizon_from_summary(summary, tmp_path / "summary.png")
+  _check_outputs(paths, "summary")
+  assert len(drawn) == 4  # two panels each
+  for per_seed, from_summary in zip(drawn[:2], drawn[2:]):
+    assert set(per_seed) == set(from_summary)
+    for kind in per_seed:
+      a, b = per_seed[kind], from_summary[kind]
+      assert list(a["horizon"]) == list(b["horizon"]), kind
+      np.testing.assert_allclose(a["mean"], b["mean"], rtol=1e-6)
+      np.testing.assert_allclose(a["std"], b["std"], rtol=1e-6)
+
+
+def test_performance_from_summary_bad_input(tmp_path):
+  summary = pd.DataFrame({"env": ["pendulum"] * 2, "agent": "sac", "expansion": "critic",
+                          "model": "oracle", "horizon": [5, 5], "n_seeds": 3,
+                          "final_mean": 1.0, "final_std": 0.1, "auc_mean": 1.0,
+                          "auc_std": 0.1})
+  with pytest.raises(ValueError, match="several oracle rows at H = 5"):
+    plots.performance_vs_horizon_from_summary(summary, tmp_path / "x.png")
+  with pytest.raises(ValueError, match="missing columns auc_std"):
+    plots.performance_vs_horizon_from_summary(summary.drop(columns="auc_std"),
+                                              tmp_path / "x.png")
+  assert not list(tmp_path.iterdir())

@@ -11,7 +11,8 @@ DDPG with prefixed names); filter the frame to choose another agent or config va
 * ``figure1``: the seed paper's Figure 1 for one environment. Top panel: critic expansion
   with a learned model (MVE); bottom panel: with the oracle (OVE). One curve per horizon H
   (mean over seeds, shaded band), SAC and Retrace as reference lines.
-* ``performance_vs_horizon``: final return and normalised area under the curve vs H.
+* ``performance_vs_horizon``: final return and normalised area under the curve vs H
+  (``performance_vs_horizon_from_summary``: the same from kept per-run summary rows).
 * ``cost_vs_horizon``: training seconds per 1000 environment steps vs H.
 * ``plot_all`` writes all three, ``main`` is ``mvelab plot DIR``.
 
@@ -427,6 +428,90 @@ def performance_vs_horizon(df: pd.DataFrame, out_path, env: Optional[str] = None
     return _save(fig, out_path)
   finally:
     fig.clear()
+
+
+SUMMARY_REQUIRED = ("env", "agent", "expansion", "model", "horizon", "n_seeds",
+                    "final_mean", "final_std", "auc_mean", "auc_std")
+
+
+def performance_vs_horizon_from_summary(summary: pd.DataFrame, out_path,
+                                        env: Optional[str] = None,
+                                        expansion: str = "critic") -> list:
+  """``performance_vs_horizon`` drawn from a per-run summary instead of per-seed rows.
+
+  For runs whose per-seed files are gone but whose ``results.summarize`` row was kept
+  (``summary.csv`` of ``mvelab results``): each row gives its run's mean +- std (ddof 0)
+  of the final return and of the normalised AUC, exactly the points
+  ``performance_vs_horizon`` computes from the seeds. One row per (kind, horizon) is
+  allowed; pick the variant to show beforehand. Diverged seeds cannot be recounted here,
+  so the title names the seed counts of the rows as given.
+
+  Args:
+    summary: rows with the columns of ``SUMMARY_REQUIRED``.
+    out_path: PNG path (a PDF is written next to it).
+    env: the environment to draw (default: the only one in ``summary``).
+    expansion: "critic" or "actor", as in ``performance_vs_horizon``.
+
+  Returns:
+    The paths written (PNG, PDF).
+  """
+  missing = [c for c in SUMMARY_REQUIRED if c not in summary.columns]
+  if missing:
+    raise ValueError(f"summary: missing columns {', '.join(missing)}; give the "
+                     "summary.csv of `mvelab results`")
+  envs = _envs(summary)
+  if env is None and len(envs) != 1:
+    raise ValueError(f"env: the summary holds {len(envs)} environments "
+                     f"({', '.join(envs)}); name one")
+  if env is None:
+    env = envs[0]
+  check_choice("env", env, envs)
+  rows = summary[summary["env"] == env]
+  agent = "sac" if (rows["agent"] == "sac").any() else str(rows["agent"].iloc[0])
+  rows = rows[rows["agent"] == agent]
+  names = _names(agent, expansion)
+  kinds = {k: _select_summary(rows, k, expansion) for k in ("sac",) + MODELS + ("retrace",)}
+  fig = Figure(figsize=(11, 4.8), layout="constrained")
+  axes = fig.subplots(1, 2)
+  for ax, column in zip(axes, ("final", "auc")):
+    stats = {k: _summary_stats(r, column) for k, r in kinds.items()}
+    _horizon_panel(ax, stats, names)
+    ax.set_ylabel({"final": "final evaluation return",
+                   "auc": "normalised AUC (mean return)"}[column])
+    ax.set_title({"final": "final return", "auc": "area under the curve / step span"}[column])
+  seeds = [int(n) for r in kinds.values() for n in r["n_seeds"]]
+  fig.suptitle(f"{names['prefix']}{names['expansion']} expansion vs horizon — {env} "
+               f"(mean ± std over {_seed_note(seeds)}; from run summaries)")
+  _bottom_legend(fig, axes)
+  try:
+    return _save(fig, out_path)
+  finally:
+    fig.clear()
+
+
+def _select_summary(rows: pd.DataFrame, kind: str, expansion: str) -> pd.DataFrame:
+  """Summary rows of one kind (as ``_select``), at most one per horizon."""
+  if kind == "sac":
+    picked = rows[rows["expansion"] == "none"]
+  elif kind == "retrace":
+    picked = rows[rows["expansion"] == "retrace"]
+  else:
+    picked = rows[(rows["expansion"] == expansion) & (rows["model"] == kind)]
+  doubled = picked["horizon"][picked["horizon"].duplicated()].tolist()
+  if doubled:
+    raise ValueError(f"summary: several {kind} rows at H = "
+                     f"{', '.join(str(int(h)) for h in sorted(set(doubled)))}; keep one "
+                     "row per kind and horizon")
+  return picked
+
+
+def _summary_stats(rows: pd.DataFrame, column: str) -> pd.DataFrame:
+  """The frame ``_horizon_panel`` takes (horizon, mean, std, n) from summary rows."""
+  out = pd.DataFrame({"horizon": rows["horizon"].astype(int).to_numpy(),
+                      "mean": rows[f"{column}_mean"].astype(float).to_numpy(),
+                      "std": rows[f"{column}_std"].astype(float).fillna(0.0).to_numpy(),
+                      "n": rows["n_seeds"].astype(int).to_numpy()})
+  return out[np.isfinite(out["mean"])].sort_values("horizon").reset_index(drop=True)
 
 
 def cost_vs_horizon(df: pd.DataFrame, out_path, env: Optional[str] = None,
