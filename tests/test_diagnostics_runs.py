@@ -72,6 +72,23 @@ def test_probes_are_deterministic(run_dir):
   assert np.isfinite(values[~first["metric"].isin(["action_corr"])]).all()
 
 
+def test_worker_processes_give_the_serial_rows(run_dir, tmp_path):
+  """``jobs = 2`` diagnoses each run in its own process; same rows, same order. The two
+  runs are copies of the module's run, so the worker's rows must equal the serial ones
+  run by run (names aside)."""
+  import shutil
+  root = tmp_path / "sweep"
+  for name in ("a", "b"):
+    shutil.copytree(run_dir, root / "runs" / name, ignore=shutil.ignore_patterns("tb"))
+  serial = diagnose.diagnose_dir(str(root), SETTINGS, ("last", 1), progress=None)
+  workers = diagnose.diagnose_dir(str(root), SETTINGS, ("last", 1), progress=None, jobs=2)
+  pd.testing.assert_frame_equal(serial, workers)
+  assert list(pd.unique(workers["run"])) == ["runs/a", "runs/b"]
+  a, b = (workers[workers["run"] == f"runs/{n}"].drop(columns="run").reset_index(drop=True)
+          for n in ("a", "b"))
+  pd.testing.assert_frame_equal(a, b)
+
+
 def test_cli_writes_tidy_tables_and_figures(run_dir, tmp_path, capsys):
   out = str(tmp_path / "d")
   assert main(["diagnose", run_dir, *ARGS, "--checkpoints", "last", "--out", out]) == 0
@@ -95,6 +112,7 @@ def test_cli_writes_tidy_tables_and_figures(run_dir, tmp_path, capsys):
     (["--checkpoints", "every:0"], "checkpoints"),
     (["--error_models", "wind:0.1"], "error_models"),
     (["--error_models", "physics:-1"], "error_models"),
+    (["--jobs", "0"], "jobs"),
 ])
 def test_cli_bad_options_exit_2_and_write_nothing(run_dir, tmp_path, capsys, args, option):
   out = str(tmp_path / "d")

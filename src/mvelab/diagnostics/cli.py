@@ -13,7 +13,7 @@ import sys
 import time
 
 from mvelab.diagnostics.settings import HORIZONS, Settings
-from mvelab.errors import ConfigError
+from mvelab.errors import ConfigError, check_positive
 from mvelab.experiments._cli import Parser, UsageError, fail
 
 #: Default output folder, inside the diagnosed directory.
@@ -53,6 +53,8 @@ def _parser() -> Parser:
                       "model on the same scale, to place a learned model on the model-error "
                       "axis (default: none)")
   parser.add_argument("--seed", type=int, default=0, help="probe key PRNGKey(seed)")
+  parser.add_argument("--jobs", type=int, default=1,
+                      help="runs diagnosed at once, each in its own process (default 1)")
   parser.add_argument("--out", default=None,
                       help=f"output directory (default: DIR/{OUT_SUBDIR})")
   parser.add_argument("--no_figures", action="store_true", help="tables only")
@@ -71,6 +73,7 @@ def main(argv=None) -> int:
                         error_models=tuple(args.error_models))
     from mvelab.diagnostics import loading
     selection = loading.parse_selection(args.checkpoints)
+    check_positive("jobs", args.jobs)
   except (UsageError, ConfigError) as e:
     return fail(str(e))
   if not os.path.isdir(args.dir):
@@ -84,7 +87,7 @@ def main(argv=None) -> int:
   t0 = time.perf_counter()
   try:
     df = diagnose.diagnose_dir(args.dir, settings, selection,
-                               progress=None if args.quiet else print)
+                               progress=None if args.quiet else print, jobs=args.jobs)
   except ConfigError as e:
     return fail(str(e))
   paths = diagnose.write_tables(df, out)

@@ -51,30 +51,89 @@ def _meta(run_dir: str, root: str, cfg) -> dict:
 
 
 def diagnose_dir(root: str, settings: Settings, selection: tuple,
-                 progress: Optional[Callable[[str], None]] = print):
+                 progress: Optional[Callable[[str], None]] = print, jobs: int = 1):
   """Diagnostics of every selected checkpoint below ``root``; a tidy DataFrame.
+
+  With ``jobs`` > 1 the runs are diagnosed in that many worker processes at once (the
+  sweep's :class:`~mvelab.experiments.executor.ProcessExecutor`: one fresh process per
+  run, pinned to a core; Ctrl-C stops them all); the rows are the same and in the same
+  order as with ``jobs = 1``.
 
   Raises:
     ConfigError: no checkpoints, or a checkpoint whose replay is too short for the
       horizons (named).
   """
-  from mvelab.diagnostics import compute
-  from mvelab.errors import ConfigError
-  refs = [ref for run in loading.find_runs(root) for ref in loading.checkpoints(run, selection)]
-  if not refs:
+  from mvelab.errors import ConfigError, check_positive
+  check_positive("jobs", jobs)
+  runs = [run for run in loading.find_runs(root) if loading.checkpoints(run, selection)]
+  if not runs:
     raise ConfigError(f"dir: no checkpoints (state/seeds_*/checkpoints/ckpt_*) at or "
                       f"below {root!r}")
+  if jobs == 1 or len(runs) == 1:
+    rows = [row for run in runs for row in diagnose_run(run, root, settings, selection,
+                                                        progress)]
+  else:
+    rows = _diagnose_in_workers(runs, root, settings, selection, progress, jobs)
+  return frame(rows)
+
+
+def diagnose_run(run_dir: str, root: str, settings: Settings, selection: tuple,
+                 progress: Optional[Callable[[str], None]] = print) -> list:
+  """The rows of every selected checkpoint of one run (named relative to ``root``)."""
+  from mvelab.diagnostics import compute
   rows = []
-  for i, ref in enumerate(refs):
+  for ref in loading.checkpoints(run_dir, selection):
     t0 = time.perf_counter()
     p, states = loading.restore(ref)
     compute.check_state(p, settings, states, f"checkpoint {ref.path}")
     rows += state_rows(p, states, list(ref.seeds), settings,
                        _meta(ref.run_dir, root, loading.run_config(ref.run_dir)))
     if progress:
-      progress(f"[{i + 1}/{len(refs)}] {ref.path}: seeds {list(ref.seeds)}, "
-               f"{time.perf_counter() - t0:.1f} s")
-  return frame(rows)
+      progress(f"{ref.path}: seeds {list(ref.seeds)}, {time.perf_counter() - t0:.1f} s")
+  return rows
+
+
+def _diagnose_in_workers(runs: list, root: str, settings: Settings, selection: tuple,
+                         progress, jobs: int) -> list:
+  """``diagnose_run`` of each run in a worker process; each writes its rows to a
+  temporary parquet file, read back here in the order of ``runs``."""
+  import functools
+  import tempfile
+  import pandas as pd
+  from mvelab.errors import ConfigError
+  from mvelab.experiments import executor
+  with tempfile.TemporaryDirectory(prefix="mvelab-diagnose-") as parts:
+    work = [executor.Job(name=os.path.relpath(run, root), config={},
+                         run_dir=os.path.abspath(run)) for run in runs]
+    fn = functools.partial(_diagnose_job, root=os.path.abspath(root), settings=settings,
+                           selection=selection, parts=parts, verbose=progress is not None)
+    for result in executor.ProcessExecutor(min(jobs, len(work))).map(fn, work):
+      if not result.ok:
+        kind, _, message = (result.error or "").partition(": ")
+        if kind == "ConfigError":
+          raise ConfigError(message)
+        raise RuntimeError(f"diagnostics of run {result.name!r} failed: {result.error}")
+    frames = [pd.read_parquet(_part_path(parts, job.run_dir)) for job in work]
+  return [row for f in frames for row in f.to_dict("records")]
+
+
+def _part_path(parts: str, run_dir: str) -> str:
+  import hashlib
+  return os.path.join(parts, hashlib.sha1(run_dir.encode()).hexdigest()[:16] + ".parquet")
+
+
+def _diagnose_job(job, root: str, settings: Settings, selection: tuple, parts: str,
+                  verbose: bool):
+  """Worker body: one run's rows into its part file (temporary name, then rename)."""
+  from mvelab.experiments import executor
+  from mvelab.experiments.results import _atomic
+  t0 = time.perf_counter()
+  rows = diagnose_run(job.run_dir, root, settings, selection,
+                      print if verbose else None)
+  _atomic(_part_path(parts, job.run_dir),
+          lambda p: frame(rows).to_parquet(p, engine="pyarrow", index=False))
+  return executor.JobResult(name=job.name, ok=True, error=None,
+                           wall_s=time.perf_counter() - t0)
 
 
 def frame(rows: list):

@@ -49,11 +49,12 @@ def summary_line(root: str) -> Optional[str]:
           f"(`mvelab plot` draws them; docs/diagnostics.md explains the metrics)")
 
 
-def figure_for_sweep(sweep_dir: str, out_dir: str, settings=None) -> list:
+def figure_for_sweep(sweep_dir: str, out_dir: str, settings=None, jobs: int = 1) -> list:
   """Diagnoses the last checkpoint of every run below ``sweep_dir`` (unless
-  ``sweep_dir/diagnostics/diagnostics.parquet`` exists) and writes the table there and
-  the figure ``diagnostics_vs_h`` into ``out_dir``; returns the paths written (none when
-  no run below ``sweep_dir`` has a checkpoint)."""
+  ``sweep_dir/diagnostics/diagnostics.parquet`` exists; ``jobs`` runs at once, each in
+  its own process when > 1) and writes the table there and the figure
+  ``diagnostics_vs_h`` into ``out_dir``; returns the paths written (none when no run
+  below ``sweep_dir`` has a checkpoint)."""
   from mvelab.diagnostics import diagnose, figures, loading
   from mvelab.diagnostics.settings import Settings
   import pandas as pd
@@ -66,7 +67,7 @@ def figure_for_sweep(sweep_dir: str, out_dir: str, settings=None) -> list:
   else:
     try:
       df = diagnose.diagnose_dir(sweep_dir, settings or Settings(), ("last", 1),
-                                 progress=None)
+                                 progress=None, jobs=jobs)
     except ConfigError as e:  # e.g. replays too short for the horizons: no figure
       print(f"warning: no diagnostics figure: {e}", file=sys.stderr)
       return []

@@ -134,8 +134,11 @@ def reproduce_figure1(out_dir: str, env: Optional[str] = None, steps: Optional[i
   def figures(df, d):
     from mvelab.diagnostics import found  # critic and targets against the true Q
     from mvelab.diagnostics.settings import Settings
+    from mvelab.experiments.sweep import default_jobs
     settings = Settings(**SMALL_DIAGNOSTICS) if preset == "default" else None
-    return plots.plot_all(df, d, band=band) + found.figure_for_sweep(d, d, settings)
+    runs = df["run"].nunique()  # diagnosed as many at once as the sweep trained
+    return plots.plot_all(df, d, band=band) + found.figure_for_sweep(
+        d, d, settings, jobs=min(jobs, runs) if jobs else default_jobs(runs))
 
   from mvelab.experiments.paper import THRESHOLDS  # steps to "solved" on the paper's tasks
   env = env or DEFAULT_ENV
