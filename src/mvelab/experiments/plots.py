@@ -411,18 +411,26 @@ def performance_vs_horizon(df: pd.DataFrame, out_path, env: Optional[str] = None
   seeds = [int(n) for s in finite.values() for n in s.groupby("horizon").size()]
   left_out = sum(len(scores[k]) - len(finite[k]) for k in scores)
 
+  note = f"; {left_out} diverged seed{'s' * (left_out != 1)} left out" if left_out else ""
+  panels = {c: {k: _stats(s, c) for k, s in scores.items()} for c in ("final", "auc")}
+  return _horizon_figure(panels, names, f"{env} (mean ± std over {_seed_note(seeds)}{note})",
+                         out_path)
+
+
+def _horizon_figure(panels: dict, names: dict, about: str, out_path) -> list:
+  """The two panels (final return, AUC) of the performance-vs-H figure, saved.
+
+  ``panels`` maps "final" and "auc" to the ``stats`` dict of ``_horizon_panel``.
+  """
   fig = Figure(figsize=(11, 4.8), layout="constrained")
   axes = fig.subplots(1, 2)
   labels = {"final": "final evaluation return", "auc": "normalised AUC (mean return)"}
   titles = {"final": "final return", "auc": "area under the curve / step span"}
   for ax, column in zip(axes, ("final", "auc")):
-    stats = {k: _stats(s, column) for k, s in scores.items()}
-    _horizon_panel(ax, stats, names)
+    _horizon_panel(ax, panels[column], names)
     ax.set_ylabel(labels[column])
     ax.set_title(titles[column])
-  note = f"; {left_out} diverged seed{'s' * (left_out != 1)} left out" if left_out else ""
-  fig.suptitle(f"{names['prefix']}{names['expansion']} expansion vs horizon — {env} "
-               f"(mean ± std over {_seed_note(seeds)}{note})")
+  fig.suptitle(f"{names['prefix']}{names['expansion']} expansion vs horizon — {about}")
   _bottom_legend(fig, axes)
   try:
     return _save(fig, out_path)
@@ -471,22 +479,10 @@ def performance_vs_horizon_from_summary(summary: pd.DataFrame, out_path,
   rows = rows[rows["agent"] == agent]
   names = _names(agent, expansion)
   kinds = {k: _select_summary(rows, k, expansion) for k in ("sac",) + MODELS + ("retrace",)}
-  fig = Figure(figsize=(11, 4.8), layout="constrained")
-  axes = fig.subplots(1, 2)
-  for ax, column in zip(axes, ("final", "auc")):
-    stats = {k: _summary_stats(r, column) for k, r in kinds.items()}
-    _horizon_panel(ax, stats, names)
-    ax.set_ylabel({"final": "final evaluation return",
-                   "auc": "normalised AUC (mean return)"}[column])
-    ax.set_title({"final": "final return", "auc": "area under the curve / step span"}[column])
+  panels = {c: {k: _summary_stats(r, c) for k, r in kinds.items()} for c in ("final", "auc")}
   seeds = [int(n) for r in kinds.values() for n in r["n_seeds"]]
-  fig.suptitle(f"{names['prefix']}{names['expansion']} expansion vs horizon — {env} "
-               f"(mean ± std over {_seed_note(seeds)}; from run summaries)")
-  _bottom_legend(fig, axes)
-  try:
-    return _save(fig, out_path)
-  finally:
-    fig.clear()
+  return _horizon_figure(panels, names, f"{env} (mean ± std over {_seed_note(seeds)}; "
+                         "from run summaries)", out_path)
 
 
 def _select_summary(rows: pd.DataFrame, kind: str, expansion: str) -> pd.DataFrame:
