@@ -64,9 +64,11 @@ def test_learned_model_replaced_by_the_oracle_has_zero_error_and_gap(run_dir):
 
 
 def test_probes_are_deterministic(run_dir):
-  first = diagnose.diagnose_dir(run_dir, SETTINGS, ("all", 1), progress=None)
+  said = []
+  first = diagnose.diagnose_dir(run_dir, SETTINGS, ("all", 1), progress=said.append)
   again = diagnose.diagnose_dir(run_dir, SETTINGS, ("all", 1), progress=None)
   pd.testing.assert_frame_equal(first, again)
+  assert [m.split(" ")[0] for m in said] == ["[1/2]", "[2/2]"]  # one line per checkpoint
   assert first["env_steps"].nunique() == 2  # both checkpoints (start and end)
   values = first["value"].to_numpy()
   assert np.isfinite(values[~first["metric"].isin(["action_corr"])]).all()
@@ -81,8 +83,11 @@ def test_worker_processes_give_the_serial_rows(run_dir, tmp_path):
   for name in ("a", "b"):
     shutil.copytree(run_dir, root / "runs" / name, ignore=shutil.ignore_patterns("tb"))
   serial = diagnose.diagnose_dir(str(root), SETTINGS, ("last", 1), progress=None)
-  workers = diagnose.diagnose_dir(str(root), SETTINGS, ("last", 1), progress=None, jobs=2)
+  said = []
+  workers = diagnose.diagnose_dir(str(root), SETTINGS, ("last", 1), progress=said.append,
+                                  jobs=2)
   pd.testing.assert_frame_equal(serial, workers)
+  assert sorted(m.split(" ")[0] for m in said) == ["[1/2]", "[2/2]"]  # one line per run
   assert list(pd.unique(workers["run"])) == ["runs/a", "runs/b"]
   a, b = (workers[workers["run"] == f"runs/{n}"].drop(columns="run").reset_index(drop=True)
           for n in ("a", "b"))

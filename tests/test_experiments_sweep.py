@@ -297,6 +297,8 @@ def _process_job(job: Job) -> JobResult:
   if hasattr(os, "sched_getaffinity"):
     with open(os.path.join(job.run_dir, "cores"), "w") as f:
       f.write(" ".join(map(str, sorted(os.sched_getaffinity(0)))))
+  with open(os.path.join(job.run_dir, "preallocate"), "w") as f:
+    f.write(os.environ.get("XLA_PYTHON_CLIENT_PREALLOCATE", "unset"))
   flag = job.config["flag"]
   if job.name == "slow":  # finishes only after "fast" did
     deadline = time.time() + 60
@@ -329,6 +331,8 @@ def test_process_executor_collects_results_and_reports_dead_workers(tmp_path):
   assert [r.name for r in results].index("fast") < [r.name for r in results].index("slow")
   assert not by_name["die"].ok and "exited with code 1" in by_name["die"].error
   assert by_name["boom"].error == "RuntimeError: boom"
+  expected = os.environ.get("XLA_PYTHON_CLIENT_PREALLOCATE", "false")  # the user's wins
+  assert open(tmp_path / "slow" / "preallocate").read() == expected  # workers share a GPU
   if hasattr(os, "sched_getaffinity") and len(os.sched_getaffinity(0)) >= 2:
     cores = {open(tmp_path / n / "cores").read() for n in ("slow", "fast")}
     assert len(cores) == 2 and all(" " not in c for c in cores)  # one core each, distinct

@@ -70,8 +70,10 @@ def diagnose_dir(root: str, settings: Settings, selection: tuple,
     raise ConfigError(f"dir: no checkpoints (state/seeds_*/checkpoints/ckpt_*) at or "
                       f"below {root!r}")
   if jobs == 1 or len(runs) == 1:
+    total = sum(len(loading.checkpoints(run, selection)) for run in runs)
+    said = _numbered(progress, total)
     rows = [row for run in runs for row in diagnose_run(run, root, settings, selection,
-                                                        progress)]
+                                                        said)]
   else:
     rows = _diagnose_in_workers(runs, root, settings, selection, progress, jobs)
   return frame(rows)
@@ -107,14 +109,25 @@ def _diagnose_in_workers(runs: list, root: str, settings: Settings, selection: t
                          run_dir=os.path.abspath(run)) for run in runs]
     fn = functools.partial(_diagnose_job, root=os.path.abspath(root), settings=settings,
                            selection=selection, parts=parts, verbose=progress is not None)
+    said = _numbered(progress, len(work))
     for result in executor.ProcessExecutor(min(jobs, len(work))).map(fn, work):
       if not result.ok:
         kind, _, message = (result.error or "").partition(": ")
         if kind == "ConfigError":
           raise ConfigError(message)
         raise RuntimeError(f"diagnostics of run {result.name!r} failed: {result.error}")
+      if said:
+        said(f"run {result.name} done, {result.wall_s:.1f} s")
     frames = [pd.read_parquet(_part_path(parts, job.run_dir)) for job in work]
   return [row for f in frames for row in f.to_dict("records")]
+
+
+def _numbered(progress: Optional[Callable[[str], None]], total: int):
+  """``progress`` with each message prefixed ``[i/total]`` (None stays None)."""
+  if progress is None:
+    return None
+  count = iter(range(1, total + 1))
+  return lambda message: progress(f"[{next(count, total)}/{total}] {message}")
 
 
 def _part_path(parts: str, run_dir: str) -> str:

@@ -132,8 +132,14 @@ def usable_cores() -> list:
 
 
 def _child(fn: JobFn, job: Job, core: Optional[int], conn) -> None:
-  """Entry point of a worker process: pin, run one job, send its result back."""
+  """Entry point of a worker process: pin, run one job, send its result back.
+
+  JAX in the worker does not preallocate GPU memory (the workers may share one device)
+  unless the user's environment says otherwise; the backend reads this when it starts,
+  at the job's first JAX call.
+  """
   signals.die_with_parent()
+  os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
   if core is not None and hasattr(os, "sched_setaffinity"):
     try:
       os.sched_setaffinity(0, {core})
@@ -176,6 +182,7 @@ class ProcessExecutor:
 
   Worker slot ``k`` (0..N-1) is pinned to usable core ``k % ncores`` with
   ``os.sched_setaffinity`` where available, as ``runner.train`` pins its seed workers.
+  On a GPU the workers share the device: none preallocates its memory (see ``_child``).
   A process that dies without a result (segfault, OOM kill, ``os._exit``) becomes a
   failed ``JobResult``. Ctrl-C (or closing the iterator) terminates the running jobs and
   the ``KeyboardInterrupt`` propagates.

@@ -121,13 +121,17 @@ def _select(rows: pd.DataFrame, kind: str, expansion: str = "critic") -> pd.Data
   "MVE H=5") are not pooled: the plain variant is kept (else the most common one) with a
   warning naming what was left out. Filter ``df`` beforehand to plot another variant.
   """
+  picked = _of_kind(rows, kind, expansion)
+  return picked if kind == "sac" else _one_variant(picked, kind)
+
+
+def _of_kind(rows: pd.DataFrame, kind: str, expansion: str) -> pd.DataFrame:
+  """Rows of one kind, every variant: the filter ``_select`` and ``_select_summary`` share."""
   if kind == "sac":
     return rows[rows["expansion"] == "none"]
   if kind == "retrace":
-    picked = rows[rows["expansion"] == "retrace"]
-  else:
-    picked = rows[(rows["expansion"] == expansion) & (rows["model"] == kind)]
-  return _one_variant(picked, kind)
+    return rows[rows["expansion"] == "retrace"]
+  return rows[(rows["expansion"] == expansion) & (rows["model"] == kind)]
 
 
 def _one_variant(rows: pd.DataFrame, kind: str) -> pd.DataFrame:
@@ -487,12 +491,7 @@ def performance_vs_horizon_from_summary(summary: pd.DataFrame, out_path,
 
 def _select_summary(rows: pd.DataFrame, kind: str, expansion: str) -> pd.DataFrame:
   """Summary rows of one kind (as ``_select``), at most one per horizon."""
-  if kind == "sac":
-    picked = rows[rows["expansion"] == "none"]
-  elif kind == "retrace":
-    picked = rows[rows["expansion"] == "retrace"]
-  else:
-    picked = rows[(rows["expansion"] == expansion) & (rows["model"] == kind)]
+  picked = _of_kind(rows, kind, expansion)
   doubled = picked["horizon"][picked["horizon"].duplicated()].tolist()
   if doubled:
     raise ValueError(f"summary: several {kind} rows at H = "
