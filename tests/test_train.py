@@ -35,6 +35,7 @@ def test_run_directory_contents(three_seeds):
   assert meta["config"]["env"] == "pendulum" and meta["seeds"] == [0, 1, 2]
   assert meta["config"]["gamma"] == 0.99  # resolved, not None
   assert meta["versions"]["mvelab"] and meta["versions"]["jax"] == "0.10.2"
+  assert meta["versions"]["cpu"]  # other CPU types give other digits: say which
   with open(os.path.join(out, "metrics.csv")) as f:
     rows = list(csv.DictReader(f))
   for col in ("seed", "env_steps", "updates", "eval_return", "eval_return_std",

@@ -61,13 +61,36 @@ RESUME_FREE_FIELDS = ("total_steps",)
 def versions() -> dict:
   """Package and library versions recorded in every run directory."""
   import importlib.metadata as md
-  out = {"python": platform.python_version(), "platform": platform.platform()}
+  out = {"python": platform.python_version(), "platform": platform.platform(),
+         "cpu": cpu_description()}
   for name in ("mvelab", "jax", "jaxlib", "flax", "optax", "brax", "mujoco", "numpy"):
     try:
       out[name] = md.version(name)
     except md.PackageNotFoundError:
       out[name] = None
   return out
+
+
+def cpu_description() -> str:
+  """The CPU model and its widest vector extensions, e.g. ``"AMD EPYC; family 25 model 1;
+  avx2 avx"``: runs on another CPU type give other digits, so every run directory says
+  which it ran on."""
+  info = {}
+  try:
+    with open("/proc/cpuinfo") as f:
+      for line in f:
+        name, _, value = line.partition(":")
+        info.setdefault(name.strip(), value.strip())
+  except OSError:
+    return platform.processor() or platform.machine()
+  flags = set((info.get("flags") or info.get("Features") or "").split())
+  parts = [info.get("model name") or platform.processor() or platform.machine()]
+  if "cpu family" in info:
+    parts.append(f"family {info['cpu family']} model {info.get('model', '?')}")
+  simd = [f for f in ("avx512f", "avx2", "avx", "sve", "asimd") if f in flags]
+  if simd:
+    parts.append(" ".join(simd))
+  return "; ".join(parts)
 
 
 def prepare_run_dir(out_dir: str, overwrite: bool) -> None:
