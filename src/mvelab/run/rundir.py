@@ -2,7 +2,7 @@
 
 Layout (``out_dir``)::
 
-    config.json    the resolved config, the seeds, their grouping, library versions
+    config.json    the resolved config, the seeds, their grouping, library versions, CPU
     metrics.csv    one row per seed per evaluation, in (env_steps, seed) order
     summary.json   final returns, divergence, compile and training time
     state/seeds_<s1>_<s2>.../checkpoints/   checkpoints of one seed group
