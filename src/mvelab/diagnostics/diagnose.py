@@ -11,6 +11,7 @@ or the live state of a run in training; tidy tables out.
 
 from __future__ import annotations
 
+import itertools
 import os
 import time
 from typing import Callable, Optional
@@ -126,8 +127,8 @@ def _numbered(progress: Optional[Callable[[str], None]], total: int):
   """``progress`` with each message prefixed ``[i/total]`` (None stays None)."""
   if progress is None:
     return None
-  count = iter(range(1, total + 1))
-  return lambda message: progress(f"[{next(count, total)}/{total}] {message}")
+  count = itertools.count(1)
+  return lambda message: progress(f"[{next(count)}/{total}] {message}")
 
 
 def _part_path(parts: str, run_dir: str) -> str:
