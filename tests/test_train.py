@@ -77,7 +77,7 @@ def test_seed_streams_do_not_depend_on_grouping(three_seeds):
             assert np.isnan(b[k])
             continue
           # Batched kernels may round differently; over 1000 updates the runs must still
-          # agree closely (measured differences are reported in the README).
+          # agree closely (measured differences are reported in docs/sac.md).
           np.testing.assert_allclose(a[k], b[k], rtol=2e-2, atol=2e-2 * (1 + abs(b[k])),
                                      err_msg=f"seed {seed} {k}")
 

@@ -65,7 +65,7 @@ DEFAULT_BRAX_BACKEND = "spring"
 #: The pendulums default to generalized: the physics Brax's own SAC is known to solve.
 #: On spring the inverted pendulum is a different system (soft joints, and a 0.02 s agent
 #: step instead of 0.04 s, so 1000 steps cover half the time): mvelab SAC reached a return
-#: of ~90 in 20k steps there, versus 1000 by 8k steps on generalized (README, "Results").
+#: of ~90 in 20k steps there, versus 1000 by 8k steps on generalized (docs/sac.md, "Results").
 PENDULUM_BRAX_BACKEND = "generalized"
 
 ENVS: dict[str, EnvSpec] = {}
