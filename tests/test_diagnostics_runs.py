@@ -94,6 +94,36 @@ def test_worker_processes_give_the_serial_rows(run_dir, tmp_path):
   pd.testing.assert_frame_equal(a, b)
 
 
+def test_sweep_worker_keeps_rows_that_the_figure_step_reuses(run_dir, tmp_path, monkeypatch):
+  """``reproduce figure1``'s job diagnoses its run right after training and keeps the
+  rows; the figure step then diagnoses only the other runs, and the merged table equals
+  the serial pass over the sweep (rows, order, run names)."""
+  import shutil
+  from mvelab.diagnostics import found
+  from mvelab.experiments import reproduce, sweep
+  from mvelab.experiments.executor import Job, JobResult
+  root = tmp_path / "sweep"
+  runs = [str(root / "runs" / name) for name in ("a", "b")]
+  for run in runs:
+    shutil.copytree(run_dir, run, ignore=shutil.ignore_patterns("tb", "diagnostics"))
+  serial = diagnose.diagnose_dir(str(root), SETTINGS, ("last", 1), progress=None)
+  # The worker's job: training (here: the run is already there), then the pass.
+  monkeypatch.setattr(sweep, "run_job", lambda job: JobResult(job.name, True, None, 1.0))
+  result = reproduce.diagnosed_job(Job("a", {}, runs[0]), SETTINGS)
+  assert result.ok and result.wall_s > 1.0  # the pass's time is reported
+  kept = found.kept_path(runs[0], SETTINGS)
+  assert os.path.isfile(kept) and found.kept_path(runs[1], SETTINGS) != kept
+  # Other settings never reuse the kept rows.
+  assert found.kept_path(runs[0], dataclasses.replace(SETTINGS, keys=3)) != kept
+  diagnosed, real = [], diagnose.diagnose_run
+  monkeypatch.setattr(diagnose, "diagnose_run",
+                      lambda run, *a, **k: diagnosed.append(run) or real(run, *a, **k))
+  merged = found.sweep_rows(str(root), SETTINGS)
+  assert diagnosed == [runs[1]]
+  pd.testing.assert_frame_equal(serial, merged)
+  assert list(pd.unique(merged["run"])) == ["runs/a", "runs/b"]
+
+
 def test_cli_writes_tidy_tables_and_figures(run_dir, tmp_path, capsys):
   out = str(tmp_path / "d")
   assert main(["diagnose", run_dir, *ARGS, "--checkpoints", "last", "--out", out]) == 0

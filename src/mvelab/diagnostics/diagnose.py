@@ -41,14 +41,19 @@ def state_rows(p, states, seeds: list, settings: Settings, meta: dict) -> list:
   return rows
 
 
+def run_name(run_dir: str, root: str) -> str:
+  """The ``run`` column of a run's rows: its path relative to ``root`` (its own name when
+  it is ``root``)."""
+  rel = os.path.relpath(run_dir, root)
+  return os.path.basename(os.path.normpath(run_dir)) if rel == "." else rel
+
+
 def _meta(run_dir: str, root: str, cfg) -> dict:
   """The run columns of its rows: name, env, label and its own expansion, model and H."""
   from mvelab.experiments import results
-  rel = os.path.relpath(run_dir, root)
-  return dict(run=os.path.basename(os.path.normpath(run_dir)) if rel == "." else rel,
-              env=cfg.env, label=results.run_label(cfg.to_dict()),
-              run_expansion=cfg.expansion, run_model=cfg.model or "",
-              run_horizon=cfg.horizon)
+  return dict(run=run_name(run_dir, root), env=cfg.env,
+              label=results.run_label(cfg.to_dict()), run_expansion=cfg.expansion,
+              run_model=cfg.model or "", run_horizon=cfg.horizon)
 
 
 def diagnose_dir(root: str, settings: Settings, selection: tuple,
