@@ -81,7 +81,7 @@ def diagnose_dir(root: str, settings: Settings, selection: tuple,
     rows = [row for run in runs for row in diagnose_run(run, root, settings, selection,
                                                         said)]
   else:
-    rows = _diagnose_in_workers(runs, root, settings, selection, progress, jobs)
+    rows = diagnose_in_workers(runs, root, settings, selection, progress, jobs)
   return frame(rows)
 
 
@@ -101,7 +101,7 @@ def diagnose_run(run_dir: str, root: str, settings: Settings, selection: tuple,
   return rows
 
 
-def _diagnose_in_workers(runs: list, root: str, settings: Settings, selection: tuple,
+def diagnose_in_workers(runs: list, root: str, settings: Settings, selection: tuple,
                          progress, jobs: int) -> list:
   """``diagnose_run`` of each run in a worker process; each writes its rows to a
   temporary parquet file, read back here in the order of ``runs``."""

@@ -97,7 +97,7 @@ def sweep_rows(sweep_dir: str, settings, jobs: int = 1):
   todo = [run for run in runs if kept[run] is None or not os.path.isfile(kept[run])]
   rows = {}
   if jobs > 1 and len(todo) > 1:
-    for row in diagnose._diagnose_in_workers(todo, sweep_dir, settings, LAST, None, jobs):
+    for row in diagnose.diagnose_in_workers(todo, sweep_dir, settings, LAST, None, jobs):
       rows.setdefault(row["run"], []).append(row)
   else:
     for run in todo:
