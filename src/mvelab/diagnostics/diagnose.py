@@ -102,7 +102,7 @@ def diagnose_run(run_dir: str, root: str, settings: Settings, selection: tuple,
 
 
 def diagnose_in_workers(runs: list, root: str, settings: Settings, selection: tuple,
-                         progress, jobs: int) -> list:
+                        progress, jobs: int) -> list:
   """``diagnose_run`` of each run in a worker process; each writes its rows to a
   temporary parquet file, read back here in the order of ``runs``."""
   import functools
