@@ -145,12 +145,10 @@ def _diagnose_job(job, root: str, settings: Settings, selection: tuple, parts: s
                   verbose: bool):
   """Worker body: one run's rows into its part file (temporary name, then rename)."""
   from mvelab.experiments import executor
-  from mvelab.experiments.results import _atomic
   t0 = time.perf_counter()
   rows = diagnose_run(job.run_dir, root, settings, selection,
                       print if verbose else None)
-  _atomic(_part_path(parts, job.run_dir),
-          lambda p: frame(rows).to_parquet(p, engine="pyarrow", index=False))
+  write_rows(rows, _part_path(parts, job.run_dir))
   return executor.JobResult(name=job.name, ok=True, error=None,
                            wall_s=time.perf_counter() - t0)
 
@@ -161,6 +159,12 @@ def frame(rows: list):
   df = pd.DataFrame(rows)
   first = [c for c in report.COLUMNS[:2] + ("label",) + report.COLUMNS[2:] if c in df]
   return df[first + [c for c in df.columns if c not in first]]
+
+
+def write_rows(rows: list, path: str) -> None:
+  """``rows`` as one parquet file at ``path`` (temporary name, then rename)."""
+  from mvelab.experiments.results import _atomic
+  _atomic(path, lambda p: frame(rows).to_parquet(p, engine="pyarrow", index=False))
 
 
 def write_tables(df, out_dir: str) -> list:

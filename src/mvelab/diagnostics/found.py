@@ -75,13 +75,12 @@ def keep_last(run_dir: str, settings) -> Optional[str]:
   (temporary name, then rename); returns that path (None: no checkpoint). A sweep worker
   runs this right after training (``mvelab.experiments.reproduce.diagnosed_job``)."""
   from mvelab.diagnostics import diagnose
-  from mvelab.experiments.results import _atomic
   path = kept_path(run_dir, settings)
   if path is None:
     return None
   rows = diagnose.diagnose_run(run_dir, run_dir, settings, LAST, progress=None)
   os.makedirs(os.path.dirname(path), exist_ok=True)
-  _atomic(path, lambda p: diagnose.frame(rows).to_parquet(p, engine="pyarrow", index=False))
+  diagnose.write_rows(rows, path)
   return path
 
 
