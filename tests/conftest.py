@@ -3,7 +3,16 @@
 import os
 import tempfile
 
-import jax
+# LLVM's optimisation of the generated CPU code is about a third of XLA:CPU's compile time,
+# and the suite's programs run a few hundred updates: not worth it. The HLO (what
+# tests/test_program_copies.py inspects) is the same either way. Set before jax starts its
+# backend; subprocesses inherit it. MVELAB_TEST_FULL_OPT=1 keeps XLA's default level.
+if (os.environ.get("MVELAB_TEST_FULL_OPT", "") != "1"
+    and "xla_backend_optimization_level" not in os.environ.get("XLA_FLAGS", "")):
+  os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "")
+                             + " --xla_backend_optimization_level=0").strip()
+
+import jax  # pylint: disable=wrong-import-position
 
 _CACHE = os.environ.setdefault(
     "JAX_COMPILATION_CACHE_DIR", os.path.join(tempfile.gettempdir(), "mvelab-test-xla-cache"))
