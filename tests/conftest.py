@@ -6,7 +6,9 @@ import tempfile
 # LLVM's optimisation of the generated CPU code is about a third of XLA:CPU's compile time,
 # and the suite's programs run a few hundred updates: not worth it. The HLO (what
 # tests/test_program_copies.py inspects) is the same either way. Set before jax starts its
-# backend; subprocesses inherit it. MVELAB_TEST_FULL_OPT=1 keeps XLA's default level.
+# backend; subprocesses inherit it. MVELAB_TEST_FULL_OPT=1 keeps XLA's default level (3).
+# Separately compiled programs may differ in the last bit at 0: tests that compare them
+# bit for bit compile them with compiler_options={"xla_backend_optimization_level": 3}.
 if (os.environ.get("MVELAB_TEST_FULL_OPT", "") != "1"
     and "xla_backend_optimization_level" not in os.environ.get("XLA_FLAGS", "")):
   os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "")
