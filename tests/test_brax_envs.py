@@ -17,8 +17,9 @@ possible, and all tests read its outputs:
 
 Default matrix: every backend on inverted_pendulum, hopper (contacts) on spring, every env
 on the default backend spring (hopper on mjx, 42 s of CPU compile on the slower 2-core
-machine, runs with the full matrix: MJX is meant for GPUs). The Env API (``roll``: time limit, auto-reset, stored replays) is
-backend-generic code around the same primitives: it is probed on inverted_pendulum-spring,
+machine, runs with the full matrix: MJX is meant for GPUs). The Env API (``roll``: time
+limit, auto-reset, stored replays) is backend-generic code around the same primitives: it
+is probed on inverted_pendulum-spring,
 inverted_pendulum-mjx and hopper-spring. ``MVELAB_FULL_TESTS=1`` runs everything on all
 24 combinations (about 10 min of CPU).
 """
